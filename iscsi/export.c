@@ -1,0 +1,164 @@
+/* `virtman export`: serve a raw image or block device read-only over iSCSI. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>	/* BLKGETSIZE64, in musl and glibc alike */
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "iscsi/export.h"
+#include "iscsi/keys.h"
+#include "iscsi/target.h"
+#include "lib/evloop.h"
+#include "lib/http.h"
+#include "lib/log.h"
+#include "lib/net.h"
+
+#define IQN_PREFIX "iqn.2026-11.org.virtman:"
+
+static const char export_usage[] =
+	"usage: virtman export IMAGE [--listen ADDR:PORT] [--iqn IQN] [--metrics ADDR:PORT]\n"
+	"\n"
+	"Serves the raw image file or block device IMAGE read-only as LUN 0 of an iSCSI\n"
+	"target (RFC 7143). Writes are refused with DATA PROTECT.\n"
+	"\n"
+	"  --listen ADDR:PORT   where initiators connect (default 0.0.0.0:3260;\n"
+	"                       IPv6 as [ADDR]:PORT)\n"
+	"  --iqn IQN            target name (default " IQN_PREFIX "<basename of IMAGE>)\n"
+	"  --metrics ADDR:PORT  serve Prometheus metrics at http://ADDR:PORT/metrics\n"
+	"  -h, --help           this text\n"
+	"\n"
+	"Exit status: 0 after SIGTERM/SIGINT, 1 when it cannot start, 2 for bad usage.\n";
+
+/* iSCSI names: lower-case letters, digits, '.', '-', ':' (RFC 3722 after stringprep). */
+static int export_iqn_valid(const char *iqn)
+{
+	size_t len = strlen(iqn);
+
+	if (len < 5 || len > ISCSI_NAME_MAX)
+		return 0;
+	if (strncmp(iqn, "iqn.", 4) != 0 && strncmp(iqn, "eui.", 4) != 0 &&
+	    strncmp(iqn, "naa.", 4) != 0)
+		return 0;
+	for (const char *p = iqn; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '.' ||
+		      *p == '-' || *p == ':'))
+			return 0;
+	return 1;
+}
+
+/* Builds the default IQN from the image's file name, keeping only valid characters. */
+static void export_default_iqn(const char *image, char *out, size_t len)
+{
+	const char *base = strrchr(image, '/');
+	size_t n = strlen(IQN_PREFIX);
+
+	base = base ? base + 1 : image;
+	snprintf(out, len, "%s", IQN_PREFIX);
+	for (; *base && n + 1 < len && n < ISCSI_NAME_MAX; base++) {
+		char ch = *base;
+
+		if (ch >= 'A' && ch <= 'Z')
+			ch = (char)(ch - 'A' + 'a');
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+		      ch == '-'))
+			ch = '-';
+		out[n++] = ch;
+	}
+	out[n] = '\0';
+}
+
+/* Opens the image read-only and finds its size (files and block devices). */
+static int export_open_image(const char *path, uint64_t *size)
+{
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		die(EXIT_START, "cannot open %s: %s", path, strerror(errno));
+	if (fstat(fd, &st) < 0)
+		die(EXIT_START, "cannot stat %s: %s", path, strerror(errno));
+	if (S_ISBLK(st.st_mode)) {
+		if (ioctl(fd, BLKGETSIZE64, size) < 0)
+			die(EXIT_START, "cannot size %s: %s", path, strerror(errno));
+	} else if (S_ISREG(st.st_mode)) {
+		*size = (uint64_t)st.st_size;
+	} else {
+		die(EXIT_START, "%s is neither a regular file nor a block device", path);
+	}
+	if (*size == 0)
+		die(EXIT_START, "%s is empty", path);
+	/* A read that fails here fails now, not at the first initiator. */
+	char probe[512];
+
+	if (pread(fd, probe, sizeof probe, 0) < 0)
+		die(EXIT_START, "cannot read %s: %s", path, strerror(errno));
+	return fd;
+}
+
+int cmd_export(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "listen", required_argument, NULL, 'l' },
+		{ "iqn", required_argument, NULL, 'q' },
+		{ "metrics", required_argument, NULL, 'm' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	static struct target_config cfg;
+	const char *listen = "0.0.0.0:3260", *metrics = NULL, *iqn = NULL;
+	struct sockaddr_storage mss;
+	socklen_t mlen = 0;
+	char iqn_buf[ISCSI_NAME_MAX + 1];
+	int opt, err;
+
+	log_set_prefix("virtman export");
+	while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'l': listen = optarg; break;
+		case 'q': iqn = optarg; break;
+		case 'm': metrics = optarg; break;
+		case 'h': fputs(export_usage, stdout); return 0;
+		default: fputs(export_usage, stderr); return EXIT_USAGE;
+		}
+	}
+	if (optind + 1 != argc) {
+		log_msg(optind == argc ? "missing IMAGE" : "exactly one IMAGE expected");
+		fputs(export_usage, stderr);
+		return EXIT_USAGE;
+	}
+	if (parse_hostport(listen, &cfg.listen, &cfg.listen_len) < 0)
+		die(EXIT_USAGE, "--listen %s: expected ADDR:PORT", listen);
+	if (metrics && parse_hostport(metrics, &mss, &mlen) < 0)
+		die(EXIT_USAGE, "--metrics %s: expected ADDR:PORT", metrics);
+	if (!iqn) {
+		export_default_iqn(argv[optind], iqn_buf, sizeof iqn_buf);
+		iqn = iqn_buf;
+	}
+	if (!export_iqn_valid(iqn))
+		die(EXIT_USAGE, "--iqn %s: not a valid iSCSI name (iqn.YYYY-MM.reverse.domain:name)",
+		    iqn);
+	cfg.iqn = iqn;
+	cfg.image_fd = export_open_image(argv[optind], &cfg.image_size);
+	target_disk_init(&cfg.disk, iqn, cfg.image_size);
+	if (cfg.image_size % 512)
+		log_msg("%s: size %llu is not a multiple of 512; the last block is padded with zeros",
+			argv[optind], (unsigned long long)cfg.image_size);
+	if ((err = ev_init()) < 0)
+		die(EXIT_START, "event loop: %s", strerror(-err));
+	if ((err = target_start(&cfg)) < 0)
+		die(EXIT_START, "cannot listen on %s: %s", listen, strerror(-err));
+	if (metrics && (err = http_serve(&mss, mlen, http_metrics_handler)) < 0)
+		die(EXIT_START, "cannot listen on %s for metrics: %s", metrics, strerror(-err));
+	log_msg("serving %s (%llu bytes) as %s on %s", argv[optind],
+		(unsigned long long)cfg.image_size, iqn, listen);
+	err = ev_run();
+	if (err < 0)
+		die(EXIT_START, "event loop: %s", strerror(-err));
+	log_msg("stopping on signal %d", err);
+	return 0;
+}
