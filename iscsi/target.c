@@ -648,9 +648,13 @@ static int conn_rx_scsi_cmd(struct conn *c)
 	}
 	memcpy(cdb, cmd->cdb, sizeof cdb);
 	need = scsi_dataout_len(&c->tgt->cfg->disk, cdb, sizeof cdb);
-	if (need && (need > DATAOUT_MAX || edtl < need || !(cmd->flags & ISCSI_FLAG_CMD_WRITE)))
-		need = 0;	/* the emulation refuses such a command itself */
 	scsi_execute(&c->tgt->cfg->disk, lun, cdb, sizeof cdb, &res);
+	if (need && res.action == SCSI_ACT_COMPARE &&
+	    (need > DATAOUT_MAX || edtl < need || !(cmd->flags & ISCSI_FLAG_CMD_WRITE))) {
+		/* The initiator will not send the bytes the compare needs. */
+		scsi_set_sense(&res, SENSE_ILLEGAL_REQUEST, 0x24, 0x00);
+		need = 0;
+	}
 	if (need && res.action == SCSI_ACT_COMPARE && res.status == SCSI_STATUS_GOOD) {
 		struct task *t = calloc(1, sizeof *t);
 
