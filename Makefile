@@ -42,7 +42,7 @@ DEB_PKGS := build-essential musl-tools clang libclang-rt-14-dev libcmocka-dev pk
 all: $(BUILD)/virtman
 
 $(BUILD)/virtman: $(MUSL_OBJS)
-	$(MUSL_CC) -static -o $@ $^
+	$(MUSL_CC) -static -o $@ $(MUSL_OBJS)
 
 $(BUILD)/musl/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -52,7 +52,7 @@ $(BUILD)/musl/%.o: %.c
 host: $(BUILD)/host/virtman $(UNIT_BINS) $(TOOL_BINS)
 
 $(BUILD)/host/virtman: $(HOST_OBJS) $(BUILD)/host/virtman.o
-	$(HOST_CC) $(HOSTFLAGS) -o $@ $^
+	$(HOST_CC) $(HOSTFLAGS) -o $@ $(HOST_OBJS) $(BUILD)/host/virtman.o
 
 $(BUILD)/host/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -60,11 +60,11 @@ $(BUILD)/host/%.o: %.c
 
 $(BUILD)/host/unit/%: tests/unit/%.c $(HOST_OBJS)
 	@mkdir -p $(dir $@)
-	$(HOST_CC) $(CPPFLAGS) $(HOSTFLAGS) -o $@ $^ -lcmocka
+	$(HOST_CC) $(CPPFLAGS) $(HOSTFLAGS) -o $@ $< $(HOST_OBJS) -lcmocka
 
 $(BUILD)/host/tools/%: tests/tools/%.c $(HOST_OBJS)
 	@mkdir -p $(dir $@)
-	$(HOST_CC) $(CPPFLAGS) $(HOSTFLAGS) -o $@ $^
+	$(HOST_CC) $(CPPFLAGS) $(HOSTFLAGS) -o $@ $< $(HOST_OBJS)
 
 $(BUILD)/fuzzobj/%.o: %.c
 	@mkdir -p $(dir $@)

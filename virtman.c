@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "iscsi/export.h"
+#include "iscsi/manifest.h"
 #include "lib/log.h"
 
 struct command {
@@ -13,6 +14,7 @@ struct command {
 
 static const struct command commands[] = {
 	{ "export", cmd_export, "serve a disk image read-only over iSCSI" },
+	{ "manifest", cmd_manifest, "write the per-chunk SHA-256 manifest of an image" },
 };
 
 static void usage(FILE *out)

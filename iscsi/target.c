@@ -89,6 +89,19 @@ struct task {
 	uint8_t *buf;
 };
 
+struct conn;
+
+/* A command whose image bytes the backend is still fetching. */
+struct pending {
+	struct target_io io;	/* first: the backend hands it back */
+	struct pending *next, **pprev;
+	struct conn *c;
+	uint32_t itt;
+	uint32_t edtl;
+	uint32_t data_len;	/* what the command transfers (for residuals) */
+	struct task *task;	/* a VERIFY compare waiting for its image bytes, or NULL */
+};
+
 struct target;
 
 struct conn {
@@ -126,6 +139,8 @@ struct conn {
 	uint32_t statsn;
 	uint32_t next_ttt;
 	struct task *tasks;
+	struct pending *pendings;
+	struct ev_deferred kick;	/* flush after a backend completion */
 
 	/* transmit */
 	struct tx_job *tx_head, **tx_tail;
@@ -517,6 +532,57 @@ static int conn_send_scsi_rsp(struct conn *c, uint32_t itt, const struct scsi_re
 	return tx_queue_pdu(c, &h, sense, slen, true);
 }
 
+static int conn_fail_read(struct conn *c, uint32_t itt, struct task *task, int err);
+
+static void pending_free(struct pending *p)
+{
+	*p->pprev = p->next;
+	if (p->next)
+		p->next->pprev = p->pprev;
+	free(p);
+}
+
+static void pending_done(struct target_io *io, int err);
+
+/* Asks the backend for [off, off + len) of a command. 1: readable now; 0: the command
+ * waits (pending_done resumes it); -1: the connection failed. A backend error answers
+ * the command with MEDIUM ERROR and returns 0. */
+static int conn_backend_prepare(struct conn *c, uint32_t itt, uint32_t edtl, uint32_t data_len,
+				uint64_t off, uint32_t len, struct task *task)
+{
+	const struct target_backend *be = c->tgt->cfg->backend;
+	struct pending *p;
+	int rc;
+
+	if (!be)
+		return 1;
+	p = calloc(1, sizeof *p);
+	if (!p) {
+		conn_fail(c, "out of memory");
+		return -1;
+	}
+	p->io.off = off;
+	p->io.len = len;
+	p->io.done = pending_done;
+	p->c = c;
+	p->itt = itt;
+	p->edtl = edtl;
+	p->data_len = data_len;
+	p->task = task;
+	p->next = c->pendings;
+	if (p->next)
+		p->next->pprev = &p->next;
+	p->pprev = &c->pendings;
+	c->pendings = p;
+	rc = be->prepare(be->ctx, &p->io);
+	if (rc == 1)
+		return 0;
+	pending_free(p);
+	if (rc == 0)
+		return 1;
+	return conn_fail_read(c, itt, task, rc) < 0 ? -1 : 0;
+}
+
 /* Sends a command's data and status, applying iSCSI residuals against EDTL (§11.4.5). */
 static int conn_complete(struct conn *c, uint32_t itt, uint32_t edtl, struct scsi_result *res)
 {
@@ -535,8 +601,14 @@ static int conn_complete(struct conn *c, uint32_t itt, uint32_t edtl, struct scs
 	}
 	if (send == 0)
 		return conn_send_scsi_rsp(c, itt, res, flags, residual);
-	if (res->action == SCSI_ACT_READ)
+	if (res->action == SCSI_ACT_READ) {
+		int ready = conn_backend_prepare(c, itt, edtl, res->data_len, res->read_offset,
+						 send, NULL);
+
+		if (ready <= 0)
+			return ready < 0 ? -1 : 0;	/* failed, or waiting for the backend */
 		return tx_queue_read(c, itt, res->read_offset, send, flags, residual);
+	}
 	/* A small payload built by the emulation: one Data-In per MaxRecvDataSegmentLength. */
 	for (uint32_t done = 0, sn = 0; done < send; sn++) {
 		uint32_t n = send - done < c->params.initiator_mrdsl ? send - done
@@ -600,8 +672,8 @@ static int task_send_r2t(struct conn *c, struct task *t)
 	return tx_queue_pdu(c, &h, NULL, 0, false);
 }
 
-/* Runs a compare once all its Data-Out arrived. */
-static int task_finish(struct conn *c, struct task *t)
+/* Compares a VERIFY's Data-Out with the image, now readable, and answers it. */
+static int task_compare(struct conn *c, struct task *t)
 {
 	struct scsi_result *res = malloc(sizeof *res);
 	uint8_t *image = malloc(t->need ? t->need : 1);
@@ -627,6 +699,89 @@ out:
 	free(res);
 	free(image);
 	return rc;
+}
+
+/* All Data-Out of a VERIFY arrived: compare once the image bytes are at hand. */
+static int task_finish(struct conn *c, struct task *t)
+{
+	static struct scsi_result res;
+	int ready;
+
+	scsi_execute(&c->tgt->cfg->disk, t->lun, t->cdb, sizeof t->cdb, &res);
+	if (res.action != SCSI_ACT_COMPARE)	/* task_compare answers with its error */
+		return task_compare(c, t);
+	ready = conn_backend_prepare(c, t->itt, t->edtl, 0, res.read_offset, res.data_len, t);
+	if (ready <= 0)
+		return ready;
+	return task_compare(c, t);
+}
+
+/* Answers a command whose image bytes could not be had: MEDIUM ERROR, unrecovered read. */
+static int conn_fail_read(struct conn *c, uint32_t itt, struct task *task, int err)
+{
+	static struct scsi_result res;
+
+	log_msg("%s: read for task 0x%08x failed: %s", c->peer, ntohl(itt), strerror(-err));
+	memset(&res, 0, sizeof res);
+	scsi_set_sense(&res, SENSE_MEDIUM_ERROR, 0x11, 0x00);
+	if (task)
+		task_remove(c, task);
+	return conn_send_scsi_rsp(c, itt, &res, 0, 0);
+}
+
+static void conn_kick(void *ctx);
+
+/* The backend has the bytes of a waiting command (or gave up): answer it. */
+static void pending_done(struct target_io *io, int err)
+{
+	struct pending *p = (struct pending *)io;
+	struct conn *c = p->c;
+	static struct scsi_result res;
+
+	if (err < 0) {
+		conn_fail_read(c, p->itt, p->task, err);
+	} else if (p->task) {
+		task_compare(c, p->task);
+	} else {
+		memset(&res, 0, sizeof res);
+		res.action = SCSI_ACT_READ;
+		res.status = SCSI_STATUS_GOOD;
+		res.data_len = p->data_len;
+		res.read_offset = io->off;
+		uint32_t send = p->data_len < p->edtl ? p->data_len : p->edtl;
+		uint8_t flags = 0;
+		uint32_t residual = 0;
+
+		if (p->data_len > p->edtl) {
+			flags = ISCSI_FLAG_RSP_OVERFLOW;
+			residual = p->data_len - p->edtl;
+		} else if (p->data_len < p->edtl) {
+			flags = ISCSI_FLAG_RSP_UNDERFLOW;
+			residual = p->edtl - p->data_len;
+		}
+		tx_queue_read(c, p->itt, io->off, send, flags, residual);
+	}
+	pending_free(p);
+	ev_defer(&c->kick);	/* flush outside the backend's call stack */
+}
+
+/* Cancels a command waiting for the backend (abort, reset, disconnect). */
+static void pending_cancel(struct conn *c, struct pending *p)
+{
+	const struct target_backend *be = c->tgt->cfg->backend;
+
+	be->cancel(be->ctx, &p->io);
+	if (p->task)
+		task_remove(c, p->task);
+	pending_free(p);
+}
+
+static struct pending *pending_find(struct conn *c, uint32_t itt)
+{
+	for (struct pending *p = c->pendings; p; p = p->next)
+		if (p->itt == itt)
+			return p;
+	return NULL;
 }
 
 static int conn_rx_scsi_cmd(struct conn *c)
@@ -728,6 +883,7 @@ static int conn_rx_tmf(struct conn *c)
 	const struct iscsi_tmf *r = &c->hdr.tmf;
 	union iscsi_hdr h = { 0 };
 	uint8_t fn = r->flags & 0x7f;
+	struct pending *p;
 	struct task *t;
 
 	h.tmf.opcode = ISCSI_OP_TMF_RSP;
@@ -736,7 +892,11 @@ static int conn_rx_tmf(struct conn *c)
 	switch (fn) {
 	case ISCSI_TMF_ABORT_TASK:
 		t = task_find(c, r->rtt);
-		if (t) {
+		p = pending_find(c, r->rtt);
+		if (p) {
+			pending_cancel(c, p);
+			h.tmf.response = ISCSI_TMF_RSP_COMPLETE;
+		} else if (t) {
 			task_remove(c, t);
 			h.tmf.response = ISCSI_TMF_RSP_COMPLETE;
 		} else {
@@ -752,6 +912,8 @@ static int conn_rx_tmf(struct conn *c)
 	case ISCSI_TMF_ABORT_TASK_SET:
 	case ISCSI_TMF_CLEAR_TASK_SET:
 	case ISCSI_TMF_LUN_RESET:
+		while (c->pendings)
+			pending_cancel(c, c->pendings);
 		while (c->tasks)
 			task_remove(c, c->tasks);
 		h.tmf.response = ISCSI_TMF_RSP_COMPLETE;	/* and no UNIT ATTENTION afterwards */
@@ -1268,8 +1430,11 @@ static void conn_destroy(struct conn *c)
 		c->tx_head = j->next;
 		free(j);
 	}
+	while (c->pendings)
+		pending_cancel(c, c->pendings);
 	while (c->tasks)
 		task_remove(c, c->tasks);
+	ev_undefer(&c->kick);
 	sb_free(&c->text_acc);
 	free(c->data);
 	free(c);
@@ -1285,6 +1450,19 @@ static void conn_update_events(struct conn *c)
 	if (c->tx_head)
 		ev |= EPOLLOUT;
 	ev_set(&c->watch, ev);
+}
+
+static void conn_kick(void *ctx)
+{
+	struct conn *c = ctx;
+
+	if (!c->dead && c->tx_head)
+		tx_flush(c);
+	if (c->dead) {
+		conn_destroy(c);
+		return;
+	}
+	conn_update_events(c);
 }
 
 static void conn_event(void *ctx, uint32_t events)
@@ -1327,6 +1505,7 @@ static struct conn *conn_new(struct target *tgt, int fd, const char *peer)
 	}
 	c->tgt = tgt;
 	c->watch = (struct ev_watch){ .fd = fd, .fn = conn_event, .ctx = c };
+	c->kick = (struct ev_deferred){ .fn = conn_kick, .ctx = c };
 	c->state = CONN_LOGIN;
 	c->first_login = true;
 	c->tx_tail = &c->tx_head;

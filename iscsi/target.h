@@ -7,11 +7,31 @@
 
 #include "iscsi/scsi.h"
 
+/* A read of [off, off + len) waiting until the backend holds those bytes. */
+struct target_io {
+	uint64_t off;
+	uint32_t len;
+	/* Called by the backend exactly once, unless cancelled: err 0 when the bytes can now
+	 * be read from image_fd, or a negative errno. Never from inside prepare(). */
+	void (*done)(struct target_io *io, int err);
+	uint32_t waiting;	/* backend's own: chunks still missing */
+};
+
+/* Where image bytes come from when they are not simply in a file (the relay's cache). */
+struct target_backend {
+	/* 0 when [io->off, +len) is readable now, 1 when io->done follows, or -errno. */
+	int (*prepare)(void *ctx, struct target_io *io);
+	/* Forgets io: its done will not be called. */
+	void (*cancel)(void *ctx, struct target_io *io);
+	void *ctx;
+};
+
 struct target_config {
 	const char *iqn;
 	int image_fd;		/* where LUN 0's bytes are read from (pread / sendfile) */
 	uint64_t image_size;	/* bytes; a partial last block reads as zeros */
 	struct scsi_disk disk;
+	const struct target_backend *backend;	/* NULL: every byte of image_fd is there */
 	struct sockaddr_storage listen;
 	socklen_t listen_len;
 };

@@ -1,4 +1,4 @@
-/* The one event loop of a process: epoll for sockets, a 1 s tick for timeouts, signals. */
+/* The one event loop of a process: epoll for sockets, a 1 s tick, millisecond timers, signals. */
 #include <errno.h>
 #include <signal.h>
 #include <stddef.h>
@@ -15,8 +15,10 @@ static int ev_sigfd = -1;
 static int ev_stopping;
 static int ev_signal;
 static struct ev_tick *ev_ticks;
+static struct ev_timer *ev_timers;	/* armed timers, earliest deadline first */
 static struct epoll_event ev_batch[EV_BATCH];
 static int ev_batch_pos, ev_batch_len;
+static struct ev_deferred *ev_deferred_head;
 
 uint64_t ev_now_ms(void)
 {
@@ -81,6 +83,78 @@ void ev_tick_add(struct ev_tick *t)
 	ev_ticks = t;
 }
 
+void ev_timer_cancel(struct ev_timer *t)
+{
+	if (!t->pprev)
+		return;
+	*t->pprev = t->next;
+	if (t->next)
+		t->next->pprev = t->pprev;
+	t->next = NULL;
+	t->pprev = NULL;
+}
+
+/* A sorted list: transfers re-arm near the end, so the walk is short in practice. */
+void ev_timer_set(struct ev_timer *t, uint64_t deadline_ms)
+{
+	struct ev_timer **pp = &ev_timers;
+
+	ev_timer_cancel(t);
+	t->deadline = deadline_ms;
+	while (*pp && (*pp)->deadline <= deadline_ms)
+		pp = &(*pp)->next;
+	t->next = *pp;
+	if (t->next)
+		t->next->pprev = &t->next;
+	t->pprev = pp;
+	*pp = t;
+}
+
+/* Fires every timer due by now; each is disarmed before its callback, which may re-arm it. */
+static void ev_timers_fire(uint64_t now)
+{
+	struct ev_timer *t;
+
+	while ((t = ev_timers) && t->deadline <= now) {
+		ev_timer_cancel(t);
+		t->fn(t->ctx);
+	}
+}
+
+void ev_defer(struct ev_deferred *d)
+{
+	if (d->queued)
+		return;
+	d->queued = 1;
+	d->next = ev_deferred_head;
+	ev_deferred_head = d;
+}
+
+void ev_undefer(struct ev_deferred *d)
+{
+	if (!d->queued)
+		return;
+	for (struct ev_deferred **pp = &ev_deferred_head; *pp; pp = &(*pp)->next) {
+		if (*pp == d) {
+			*pp = d->next;
+			break;
+		}
+	}
+	d->queued = 0;
+}
+
+/* Runs deferred work until none is left, including work queued meanwhile. */
+static void ev_run_deferred(void)
+{
+	while (ev_deferred_head) {
+		struct ev_deferred *d = ev_deferred_head;
+
+		ev_deferred_head = d->next;
+		d->queued = 0;
+		d->fn(d->ctx);
+	}
+}
+
 void ev_stop(void)
 {
 	ev_stopping = 1;
@@ -102,7 +176,11 @@ int ev_run(void)
 
 	while (!ev_stopping) {
 		uint64_t now = ev_now_ms();
-		int timeout = now >= next_tick ? 0 : (int)(next_tick - now);
+		uint64_t wake = next_tick;
+
+		if (ev_timers && ev_timers->deadline < wake)
+			wake = ev_timers->deadline;
+		int timeout = now >= wake || ev_deferred_head ? 0 : (int)(wake - now);
 		int n = epoll_wait(ev_epfd, ev_batch, EV_BATCH, timeout);
 
 		if (n < 0 && errno != EINTR)
@@ -120,7 +198,9 @@ int ev_run(void)
 				w->fn(w->ctx, e->events);
 		}
 		ev_batch_len = 0;
+		ev_run_deferred();
 		now = ev_now_ms();
+		ev_timers_fire(now);
 		if (now >= next_tick) {
 			for (struct ev_tick *t = ev_ticks; t; t = t->next)
 				t->fn(t->ctx, now);

@@ -1,4 +1,4 @@
-/* The one event loop of a process: epoll for sockets, a 1 s tick for timeouts, signals. */
+/* The one event loop of a process: epoll for sockets, a 1 s tick, millisecond timers, signals. */
 #ifndef VIRTMAN_EVLOOP_H
 #define VIRTMAN_EVLOOP_H
 
@@ -20,6 +20,22 @@ struct ev_tick {
 	struct ev_tick *next;
 };
 
+/* A one-shot timer; zero-initialised it is disarmed. The loop never touches it once fired. */
+struct ev_timer {
+	uint64_t deadline;	/* ev_now_ms() time it fires at */
+	void (*fn)(void *ctx);
+	void *ctx;
+	struct ev_timer *next, **pprev;	/* pprev is NULL while disarmed */
+};
+
+/* Work run after the current batch of events, outside every callback's stack. */
+struct ev_deferred {
+	void (*fn)(void *ctx);
+	void *ctx;
+	struct ev_deferred *next;
+	int queued;
+};
+
 /* Creates the loop and routes SIGINT/SIGTERM to ev_stop; ignores SIGPIPE. */
 int ev_init(void);
 
@@ -34,6 +50,18 @@ void ev_del(struct ev_watch *w);
 
 /* Calls t->fn about once a second with the monotonic time. */
 void ev_tick_add(struct ev_tick *t);
+
+/* Arms (or re-arms) t to call t->fn(t->ctx) once at deadline_ms (monotonic milliseconds). */
+void ev_timer_set(struct ev_timer *t, uint64_t deadline_ms);
+
+/* Disarms t; safe on a disarmed timer and inside any callback. */
+void ev_timer_cancel(struct ev_timer *t);
+
+/* Runs d->fn once after the current batch; a second call before then does nothing. */
+void ev_defer(struct ev_deferred *d);
+
+/* Takes d back if it is still queued (before freeing its owner). */
+void ev_undefer(struct ev_deferred *d);
 
 /* Runs until ev_stop() or a termination signal; returns the signal number or 0. */
 int ev_run(void);
