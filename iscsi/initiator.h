@@ -28,7 +28,9 @@ enum iscsi_client_state {
 
 struct iscsi_client;
 
-/* Called when the client comes up (capacity known) or goes down (reason for logs). */
+/* Called when the client comes up (capacity known) or goes down (reason for logs).
+ * Every callback (these and read completions) runs from the event loop's deferred work,
+ * never from inside a call into the client; callbacks may call any function here. */
 struct iscsi_client_events {
 	void (*up)(void *ctx, struct iscsi_client *cl);
 	void (*down)(void *ctx, struct iscsi_client *cl, const char *reason);
@@ -40,8 +42,10 @@ struct iscsi_client_config {
 	const char *initiator_name;	/* our IQN */
 	bool header_digest;		/* ask for CRC32C header digests */
 	bool data_digest;		/* ask for CRC32C data digests */
-	uint32_t read_timeout_ms;	/* a read not finished by then takes the session down */
-	uint32_t max_inflight;		/* reads outstanding at once (also bounded by MaxCmdSN) */
+	uint32_t read_timeout_ms;	/* a read not finished by then takes the session down
+					 * (0: 30 s); also the NOP-Out keepalive's deadline */
+	uint32_t max_inflight;		/* reads outstanding at once (also bounded by MaxCmdSN;
+					 * 0: 16, at most 1024) */
 };
 
 /* Read completion: err 0 and buf filled, or a negative errno (-EIO: SCSI error,
@@ -67,10 +71,14 @@ void iscsi_client_cancel(struct iscsi_client *cl, void *arg);
  * after the next backoff. Pending reads complete with -ECONNRESET. */
 void iscsi_client_drop(struct iscsi_client *cl, const char *reason);
 
+/* Frees the client without logging out; reads still pending complete with -ECANCELED
+ * (from inside this call). From inside its own callbacks it takes effect after them. */
+void iscsi_client_free(struct iscsi_client *cl);
+
 enum iscsi_client_state iscsi_client_state(const struct iscsi_client *cl);
 uint64_t iscsi_client_capacity(const struct iscsi_client *cl);	/* bytes, once up */
 uint32_t iscsi_client_block_size(const struct iscsi_client *cl);
-uint32_t iscsi_client_inflight(const struct iscsi_client *cl);
+uint32_t iscsi_client_inflight(const struct iscsi_client *cl);	/* reads accepted, not done */
 uint64_t iscsi_client_bytes_read(const struct iscsi_client *cl);	/* payload received */
 const char *iscsi_client_name(const struct iscsi_client *cl);	/* the URL, for logs/metrics */
 
