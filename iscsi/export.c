@@ -43,6 +43,8 @@ static const char export_usage[] =
 	"  --metrics ADDR:PORT      serve Prometheus metrics at http://ADDR:PORT/metrics\n"
 	"  --cache DIR              relay: the chunk cache (created; kept across restarts)\n"
 	"  --manifest FILE          relay: the image's manifest (virtman manifest)\n"
+	"  --upstreams-file FILE    relay: upstream URLs, one a line, instead of arguments;\n"
+	"                           re-read on SIGHUP without disturbing initiators\n"
 	"  --initiator-name IQN     relay: our name towards upstreams\n"
 	"                           (default " IQN_PREFIX "relay)\n"
 	"  -h, --help               this text\n"
@@ -124,6 +126,7 @@ int cmd_export(int argc, char **argv)
 		{ "cache", required_argument, NULL, 'c' },
 		{ "manifest", required_argument, NULL, 'f' },
 		{ "initiator-name", required_argument, NULL, 'i' },
+		{ "upstreams-file", required_argument, NULL, 'u' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -145,21 +148,24 @@ int cmd_export(int argc, char **argv)
 		case 'c': rc.cache_dir = optarg; break;
 		case 'f': rc.manifest_path = optarg; break;
 		case 'i': rc.initiator_name = optarg; break;
+		case 'u': rc.upstreams_file = optarg; break;
 		case 'h': fputs(export_usage, stdout); return 0;
 		default: fputs(export_usage, stderr); return EXIT_USAGE;
 		}
 	}
-	if (optind == argc) {
+	if (optind == argc && !rc.upstreams_file) {
 		log_msg("missing IMAGE or upstream URL");
 		fputs(export_usage, stderr);
 		return EXIT_USAGE;
 	}
-	if (strncmp(argv[optind], "iscsi://", 8) == 0) {
+	if (optind == argc || strncmp(argv[optind], "iscsi://", 8) == 0) {
 		rc.urls = (const char *const *)argv + optind;
 		rc.nurls = argc - optind;
 		for (int i = 0; i < rc.nurls; i++)
 			if (strncmp(rc.urls[i], "iscsi://", 8) != 0)
 				die(EXIT_USAGE, "%s: a relay takes only iscsi:// upstreams", rc.urls[i]);
+		if (rc.nurls && rc.upstreams_file)
+			die(EXIT_USAGE, "upstreams come either as arguments or from --upstreams-file");
 		if (rc.nurls > RELAY_UPSTREAMS_MAX)
 			die(EXIT_USAGE, "at most %d upstreams", RELAY_UPSTREAMS_MAX);
 		if (!rc.cache_dir || !rc.manifest_path)
@@ -176,6 +182,8 @@ int cmd_export(int argc, char **argv)
 		die(EXIT_USAGE, "--listen %s: expected ADDR:PORT", listen);
 	if (metrics && parse_hostport(metrics, &mss, &mlen) < 0)
 		die(EXIT_USAGE, "--metrics %s: expected ADDR:PORT", metrics);
+	if (!iqn && rc.upstreams_file)
+		die(EXIT_USAGE, "--upstreams-file needs --iqn");
 	if (!iqn && rc.nurls) {
 		struct iscsi_url url;
 
@@ -193,7 +201,7 @@ int cmd_export(int argc, char **argv)
 	cfg.iqn = iqn;
 	if ((err = ev_init()) < 0)
 		die(EXIT_START, "event loop: %s", strerror(-err));
-	if (rc.nurls) {
+	if (rc.nurls || rc.upstreams_file) {
 		if (relay_start(&rc, &cfg, err_buf, sizeof err_buf) < 0)
 			die(EXIT_START, "%s", err_buf);
 	} else {
@@ -210,7 +218,7 @@ int cmd_export(int argc, char **argv)
 		die(EXIT_START, "cannot listen on %s: %s", listen, strerror(-err));
 	if (metrics && (err = http_serve(&mss, mlen, http_metrics_handler)) < 0)
 		die(EXIT_START, "cannot listen on %s for metrics: %s", metrics, strerror(-err));
-	log_msg("serving %s (%llu bytes) as %s on %s", argv[optind],
+	log_msg("serving %s (%llu bytes) as %s on %s", optind < argc ? argv[optind] : rc.upstreams_file,
 		(unsigned long long)cfg.image_size, iqn, listen);
 	err = ev_run();
 	if (err < 0)

@@ -8,6 +8,7 @@
 
 #include "iscsi/cache.h"
 #include "iscsi/initiator.h"
+#include "iscsi/keys.h"
 #include "iscsi/manifest.h"
 #include "iscsi/relay.h"
 #include "lib/evloop.h"
@@ -23,8 +24,9 @@ struct relay;
 
 struct upstream {
 	struct relay *r;
-	struct iscsi_client *cl;
-	int index;
+	struct iscsi_client *cl;	/* NULL: a free slot */
+	char url[ISCSI_URL_MAX];
+	int index;			/* slot number, stable while the upstream lives */
 	bool up;
 	bool mismatch;		/* its capacity is not the manifest's size: never used */
 	uint64_t demoted_until;
@@ -49,8 +51,11 @@ struct fetch {
 struct relay {
 	struct manifest m;
 	struct cache cache;
-	struct upstream ups[RELAY_UPSTREAMS_MAX];
+	struct upstream ups[RELAY_UPSTREAMS_MAX];	/* slots */
+	int order[RELAY_UPSTREAMS_MAX];			/* live slots, in order of preference */
 	int nups;
+	char initiator_name[ISCSI_NAME_MAX + 1];
+	const char *upstreams_file;
 	struct fetch **fetches;		/* per chunk, NULL when none is under way */
 	struct fetch *stalled;
 	uint32_t nfetches;
@@ -73,12 +78,12 @@ static struct upstream *relay_pick(struct relay *r, uint32_t tried)
 	for (int pass = 0; pass < 2; pass++) {
 		struct upstream *best = NULL;
 
-		for (int i = 0; i < r->nups; i++) {
-			struct upstream *u = &r->ups[i];
+		for (int k = 0; k < r->nups; k++) {
+			struct upstream *u = &r->ups[r->order[k]];
 
-			if (i == npeers && best)
+			if (k == npeers && best)
 				break;	/* the fallback only when no peer is usable */
-			if (!u->up || u->mismatch || (tried & (1u << i)) ||
+			if (!u->up || u->mismatch || (tried & (1u << u->index)) ||
 			    (pass == 0 && now < u->demoted_until))
 				continue;
 			if (!best || iscsi_client_inflight(u->cl) < iscsi_client_inflight(best->cl))
@@ -340,13 +345,13 @@ static void relay_tick(void *ctx, uint64_t now)
 		fetch_dispatch(f);
 	}
 	cache_sync(&r->cache);
-	for (int i = 0; i < r->nups; i++)
-		mismatched += r->ups[i].mismatch;
-	if (!r->upstream_checked && mismatched == r->nups)
+	for (int k = 0; k < r->nups; k++)
+		mismatched += r->ups[r->order[k]].mismatch;
+	if (!r->upstream_checked && r->nups && mismatched == r->nups)
 		die(EXIT_START, "no upstream serves an image of the manifest's size %llu",
 		    (unsigned long long)r->m.size);
-	for (int i = 0; i < r->nups; i++)
-		if (r->ups[i].up)
+	for (int k = 0; k < r->nups; k++)
+		if (r->ups[r->order[k]].up)
 			r->upstream_checked = true;
 }
 
@@ -370,16 +375,20 @@ static void relay_metrics(struct strbuf *out, void *ctx)
 
 	metrics_family(out, "virtman_upstream_bytes_total", "counter",
 		       "Chunk bytes fetched from each upstream");
-	for (int i = 0; i < r->nups; i++) {
-		relay_label(value, sizeof value, iscsi_client_name(r->ups[i].cl));
+	for (int k = 0; k < r->nups; k++) {
+		const struct upstream *u = &r->ups[r->order[k]];
+
+		relay_label(value, sizeof value, u->url);
 		snprintf(label, sizeof label, "upstream=\"%s\"", value);
-		metrics_sample(out, "virtman_upstream_bytes_total", label, r->ups[i].chunk_bytes);
+		metrics_sample(out, "virtman_upstream_bytes_total", label, u->chunk_bytes);
 	}
 	metrics_family(out, "virtman_upstream_up", "gauge", "1 when the upstream is logged in");
-	for (int i = 0; i < r->nups; i++) {
-		relay_label(value, sizeof value, iscsi_client_name(r->ups[i].cl));
+	for (int k = 0; k < r->nups; k++) {
+		const struct upstream *u = &r->ups[r->order[k]];
+
+		relay_label(value, sizeof value, u->url);
 		snprintf(label, sizeof label, "upstream=\"%s\"", value);
-		metrics_sample(out, "virtman_upstream_up", label, r->ups[i].up);
+		metrics_sample(out, "virtman_upstream_up", label, u->up);
 	}
 	metrics_family(out, "virtman_cache_hits_total", "counter",
 		       "Chunk lookups served from the cache");
@@ -401,12 +410,148 @@ static void relay_metrics(struct strbuf *out, void *ctx)
 	metrics_sample(out, "virtman_verify_failures_total", "", r->verify_failures);
 }
 
+/* Replaces the upstream list: kept URLs keep their sessions, new ones connect, dropped
+ * ones are closed and their chunk reads go elsewhere. The served disk never notices. */
+static int relay_set_upstreams(struct relay *r, const char *const *urls, int n, char *err,
+			       size_t errlen)
+{
+	int order[RELAY_UPSTREAMS_MAX], norder = 0, old[RELAY_UPSTREAMS_MAX], nold = r->nups;
+
+	if (n < 1 || n > RELAY_UPSTREAMS_MAX) {
+		snprintf(err, errlen, "between 1 and %d upstreams", RELAY_UPSTREAMS_MAX);
+		return -EINVAL;
+	}
+	memcpy(old, r->order, sizeof old);
+	for (int i = 0; i < n; i++) {
+		struct iscsi_client_config cc = {
+			.initiator_name = r->initiator_name,
+			.read_timeout_ms = RELAY_READ_TIMEOUT_MS,
+			.max_inflight = RELAY_CLIENT_INFLIGHT,
+		};
+		struct upstream *u = NULL;
+
+		for (int k = 0; k < nold && !u; k++)
+			if (strcmp(r->ups[old[k]].url, urls[i]) == 0)
+				u = &r->ups[old[k]];
+		for (int k = 0; k < norder && u; k++)
+			if (order[k] == u->index)
+				u = NULL;	/* listed twice: once is enough */
+		if (!u) {
+			for (int s = 0; s < RELAY_UPSTREAMS_MAX && !u; s++) {
+				bool used = r->ups[s].cl != NULL;
+
+				for (int k = 0; k < norder; k++)
+					used |= order[k] == s;
+				if (!used)
+					u = &r->ups[s];
+			}
+			if (iscsi_url_parse(urls[i], &cc.url) < 0) {
+				snprintf(err, errlen, "%s: expected iscsi://HOST[:PORT]/IQN/LUN", urls[i]);
+				return -EINVAL;
+			}
+			if (!u) {	/* 8 old and 8 new at once: no slot left */
+				snprintf(err, errlen, "too many upstreams replaced at once");
+				return -ENOSPC;
+			}
+			struct iscsi_client_events ev = {
+				.up = relay_upstream_up, .down = relay_upstream_down, .ctx = u,
+			};
+
+			memset(u, 0, sizeof *u);
+			u->r = r;
+			u->index = (int)(u - r->ups);
+			snprintf(u->url, sizeof u->url, "%s", urls[i]);
+			u->cl = iscsi_client_new(&cc, &ev);
+			if (!u->cl) {
+				snprintf(err, errlen, "out of memory");
+				return -ENOMEM;
+			}
+		}
+		order[norder++] = u->index;
+	}
+	memcpy(r->order, order, sizeof order);
+	r->nups = norder;
+	/* Dropped upstreams go last: their pending reads come back cancelled and are
+	 * dispatched over the new list. */
+	for (int k = 0; k < nold; k++) {
+		struct upstream *u = &r->ups[old[k]];
+		bool kept = false;
+
+		for (int j = 0; j < norder; j++)
+			kept |= order[j] == old[k];
+		if (kept)
+			continue;
+		log_msg("upstream %s: removed", u->url);
+		u->up = false;
+		iscsi_client_free(u->cl);
+		u->cl = NULL;
+	}
+	return 0;
+}
+
+/* Reads an upstreams file: one iscsi:// URL a line; returns the count or -errno. */
+static int relay_read_upstreams(const char *path, char *buf, size_t len, const char **urls,
+				char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "re");
+	int n = 0;
+
+	if (!f) {
+		snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+		return -errno;
+	}
+	while (n < RELAY_UPSTREAMS_MAX && len > 1 && fgets(buf, (int)len, f)) {
+		size_t l = strcspn(buf, "\r\n");
+
+		buf[l] = '\0';
+		if (l == 0 || buf[0] == '#')
+			continue;
+		urls[n++] = buf;
+		buf += l + 1;
+		len -= l + 1;
+	}
+	fclose(f);
+	if (n == 0) {
+		snprintf(err, errlen, "%s lists no upstream", path);
+		return -EINVAL;
+	}
+	return n;
+}
+
+/* SIGHUP: the agent rewrote the upstreams file (re-parenting). */
+static void relay_reload(void *ctx)
+{
+	struct relay *r = ctx;
+	const char *urls[RELAY_UPSTREAMS_MAX];
+	char buf[RELAY_UPSTREAMS_MAX * ISCSI_URL_MAX], err[256];
+	int n = relay_read_upstreams(r->upstreams_file, buf, sizeof buf, urls, err, sizeof err);
+
+	if (n < 0 || relay_set_upstreams(r, urls, n, err, sizeof err) < 0) {
+		log_msg("reloading upstreams: %s; keeping the current ones", err);
+		return;
+	}
+	log_msg("upstreams reloaded from %s: %d", r->upstreams_file, n);
+}
+
 int relay_start(const struct relay_config *rc, struct target_config *tc, char *err,
 		size_t errlen)
 {
 	struct relay *r = &relay;
 	int ret;
 
+	const char *file_urls[RELAY_UPSTREAMS_MAX];
+	char file_buf[RELAY_UPSTREAMS_MAX * ISCSI_URL_MAX];
+	struct relay_config copy = *rc;
+
+	if (rc->upstreams_file && rc->nurls == 0) {
+		ret = relay_read_upstreams(rc->upstreams_file, file_buf, sizeof file_buf, file_urls,
+					   err, errlen);
+		if (ret < 0)
+			return ret;
+		copy.urls = file_urls;
+		copy.nurls = ret;
+		rc = &copy;
+	}
 	if (rc->nurls < 1 || rc->nurls > RELAY_UPSTREAMS_MAX) {
 		snprintf(err, errlen, "between 1 and %d upstreams", RELAY_UPSTREAMS_MAX);
 		return -EINVAL;
@@ -422,35 +567,18 @@ int relay_start(const struct relay_config *rc, struct target_config *tc, char *e
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
-	for (int i = 0; i < rc->nurls; i++) {
-		struct upstream *u = &r->ups[i];
-		struct iscsi_client_config cc = {
-			.initiator_name = rc->initiator_name,
-			.read_timeout_ms = RELAY_READ_TIMEOUT_MS,
-			.max_inflight = RELAY_CLIENT_INFLIGHT,
-		};
-		struct iscsi_client_events ev = {
-			.up = relay_upstream_up, .down = relay_upstream_down, .ctx = u,
-		};
-
-		if (iscsi_url_parse(rc->urls[i], &cc.url) < 0) {
-			snprintf(err, errlen, "%s: expected iscsi://HOST[:PORT]/IQN/LUN", rc->urls[i]);
-			return -EINVAL;
-		}
-		u->r = r;
-		u->index = i;
-		u->cl = iscsi_client_new(&cc, &ev);
-		if (!u->cl) {
-			snprintf(err, errlen, "out of memory");
-			return -ENOMEM;
-		}
-		r->nups++;
-	}
+	snprintf(r->initiator_name, sizeof r->initiator_name, "%s", rc->initiator_name);
+	r->upstreams_file = rc->upstreams_file;
+	ret = relay_set_upstreams(r, rc->urls, rc->nurls, err, errlen);
+	if (ret < 0)
+		return ret;
 	r->backend = (struct target_backend){
 		.prepare = relay_prepare, .cancel = relay_cancel, .ctx = r,
 	};
 	r->tick = (struct ev_tick){ .fn = relay_tick, .ctx = r };
 	ev_tick_add(&r->tick);
+	if (r->upstreams_file)
+		ev_on_hup(relay_reload, r);
 	metrics_register(relay_metrics, r);
 	tc->image_fd = r->cache.data_fd;
 	tc->image_size = r->m.size;

@@ -15,6 +15,7 @@ struct relay_config {
 	const char *cache_dir;
 	const char *manifest_path;
 	const char *initiator_name;
+	const char *upstreams_file;	/* one URL a line; re-read on SIGHUP */
 };
 
 /* Loads the manifest, opens the cache, starts the upstream sessions and points tc's

@@ -19,6 +19,8 @@ static struct ev_timer *ev_timers;	/* armed timers, earliest deadline first */
 static struct epoll_event ev_batch[EV_BATCH];
 static int ev_batch_pos, ev_batch_len;
 static struct ev_deferred *ev_deferred_head;
+static void (*ev_hup_fn)(void *ctx);
+static void *ev_hup_ctx;
 
 uint64_t ev_now_ms(void)
 {
@@ -39,6 +41,7 @@ int ev_init(void)
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	ev_sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (ev_sigfd < 0)
@@ -155,6 +158,12 @@ static void ev_run_deferred(void)
 	}
 }
 
+void ev_on_hup(void (*fn)(void *ctx), void *ctx)
+{
+	ev_hup_fn = fn;
+	ev_hup_ctx = ctx;
+}
+
 void ev_stop(void)
 {
 	ev_stopping = 1;
@@ -165,6 +174,11 @@ static void ev_read_signal(void)
 	struct signalfd_siginfo si;
 
 	while (read(ev_sigfd, &si, sizeof si) == (ssize_t)sizeof si) {
+		if (si.ssi_signo == SIGHUP) {
+			if (ev_hup_fn)
+				ev_hup_fn(ev_hup_ctx);
+			continue;
+		}
 		ev_signal = (int)si.ssi_signo;
 		ev_stopping = 1;
 	}
@@ -207,5 +221,10 @@ int ev_run(void)
 			next_tick = now + 1000;
 		}
 	}
-	return ev_signal;
+	/* Ready to run again: tests and tools drive the loop until a condition, repeatedly. */
+	int sig = ev_signal;
+
+	ev_stopping = 0;
+	ev_signal = 0;
+	return sig;
 }

@@ -36,7 +36,8 @@ struct ev_deferred {
 	int queued;
 };
 
-/* Creates the loop and routes SIGINT/SIGTERM to ev_stop; ignores SIGPIPE. */
+/* Creates the loop and routes SIGINT/SIGTERM to ev_stop; ignores SIGPIPE; SIGHUP goes to
+ * the function given to ev_on_hup (ignored without one). */
 int ev_init(void);
 
 /* Watches w->fd for events (level-triggered). */
@@ -63,7 +64,11 @@ void ev_defer(struct ev_deferred *d);
 /* Takes d back if it is still queued (before freeing its owner). */
 void ev_undefer(struct ev_deferred *d);
 
-/* Runs until ev_stop() or a termination signal; returns the signal number or 0. */
+/* Calls fn(ctx) on SIGHUP, from the loop. */
+void ev_on_hup(void (*fn)(void *ctx), void *ctx);
+
+/* Runs until ev_stop() or a termination signal; returns the signal number or 0.
+ * It may be called again afterwards. */
 int ev_run(void);
 
 void ev_stop(void);

@@ -347,3 +347,33 @@ teardown() {
 		: >"$BATS_TEST_TMPDIR/R.log"
 	done
 }
+
+@test "relay: SIGHUP re-reads --upstreams-file; the relay keeps serving, a dropped parent costs nothing" {
+	require_cmd qemu-io
+	make_image_and_manifest 32M
+	start_node ROOT "$IMG"
+	start_relay A ROOT
+	echo "$(url_of A)" >"$BATS_TEST_TMPDIR/upstreams"
+	start_node R --upstreams-file "$BATS_TEST_TMPDIR/upstreams" \
+		--cache "$BATS_TEST_TMPDIR/cache-R" --manifest "$MANIFEST"
+	# Half the image arrives through A.
+	ns qemu-io -f raw -r -c "read 0 16M" "$(url_of R)" >/dev/null || fail "first read failed"
+	(($(metric A virtman_served_bytes_total) >= 16 * 1024 * 1024)) || fail "A served nothing"
+	# Re-parent R under the root, then A disappears.
+	printf '# re-parented\n%s\n' "$(url_of ROOT)" >"$BATS_TEST_TMPDIR/upstreams"
+	kill -HUP "$R_PID"
+	wait_file_match "$BATS_TEST_TMPDIR/R.log" "upstreams reloaded" 10 || fail "no reload"
+	kill -KILL "$A_PID"
+	read_all R "$BATS_TEST_TMPDIR/out.raw"
+	assert_same_content "$IMG" "$BATS_TEST_TMPDIR/out.raw"
+	pid_alive "$R_PID" || fail "the relay restarted instead of reloading"
+	local from_root
+	from_root=$(ns curl -sf "http://127.0.0.1:${R_MPORT}/metrics" |
+		awk -v u="$(url_of ROOT)" 'index($0, "virtman_upstream_bytes_total{upstream=\"" u "\"}") == 1 { print $NF }')
+	((from_root >= 16 * 1024 * 1024)) || fail "the second half did not come from the root ($from_root)"
+	# A broken file keeps the current upstreams.
+	echo "not-a-url" >"$BATS_TEST_TMPDIR/upstreams"
+	kill -HUP "$R_PID"
+	wait_file_match "$BATS_TEST_TMPDIR/R.log" "keeping the current ones" 10 || fail "bad file accepted"
+	stop_node R
+}
