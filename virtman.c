@@ -2,6 +2,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "appliance/seed.h"
+#include "hostagent/agent.h"
 #include "iscsi/export.h"
 #include "iscsi/manifest.h"
 #include "lib/log.h"
@@ -13,7 +15,9 @@ struct command {
 };
 
 static const struct command commands[] = {
+	{ "agent", cmd_agent, "the host agent, started by the boot image's init" },
 	{ "export", cmd_export, "serve a disk image read-only over iSCSI" },
+	{ "seed", cmd_seed, "network-boot a rack: DHCP/proxyDHCP, TFTP, HTTP" },
 	{ "manifest", cmd_manifest, "write the per-chunk SHA-256 manifest of an image" },
 };
 

@@ -303,9 +303,12 @@ int coord_register(struct coord *c, const struct kv *kv, int n, uint64_t now_mon
 	h->seen_mono = now_mono;
 	coord_set_stage(h, "registered", NULL, now_ms);
 	c->dirty = true;
-	log_msg("coordinator: host %d (%s, %s) registered under %s%d (depth %d)", h->id, h->mac,
-		addr_s, h->parent == COORD_ROOT ? "the seed " : "host ", h->parent,
-		coord_depth(c, h->id));
+	if (h->parent == COORD_ROOT)
+		log_msg("coordinator: host %d (%s, %s) registered under the seed", h->id, h->mac,
+			addr_s);
+	else
+		log_msg("coordinator: host %d (%s, %s) registered under host %d (depth %d)", h->id,
+			h->mac, addr_s, h->parent, coord_depth(c, h->id));
 	coord_reply(c, h, reply);
 	return h->id;
 }
@@ -331,6 +334,22 @@ static int coord_apply_updates(struct coord_host *h, const struct kv *kv, int n,
 {
 	const char *stage = kv_get(kv, n, "stage"), *reason = kv_get(kv, n, "reason");
 	const char *vm_name = kv_get(kv, n, "vm"), *vm_stage = kv_get(kv, n, "vm-stage");
+	const char *disk = kv_get(kv, n, "disk-sha256");
+
+	if (disk) {
+		if (strlen(disk) != 64 || strspn(disk, "0123456789abcdef") != 64) {
+			snprintf(err, errlen, "disk-sha256: 64 lower-case hex digits expected");
+			return -EINVAL;
+		}
+		memcpy(h->disk_sha256, disk, 65);
+	}
+	for (int i = 0; i < n; i++) {
+		if (strcmp(kv[i].key, "log") != 0)
+			continue;
+		if (!h->log && !(h->log = calloc(COORD_LOG_LINES, sizeof *h->log)))
+			break;
+		snprintf(h->log[h->log_next++ % COORD_LOG_LINES], COORD_LOG_LEN, "%s", kv[i].value);
+	}
 
 	if (stage) {
 		if (!coord_stage_known(stage, coord_host_stages,
@@ -429,6 +448,8 @@ static void coord_json_host(const struct coord *c, const struct coord_host *h, s
 	json_str(out, h->stage);
 	sb_printf(out, ",\"reason\":");
 	json_str(out, h->reason);
+	sb_printf(out, ",\"disk_sha256\":");
+	json_str(out, h->disk_sha256);
 	sb_printf(out, ",\"registered_ms\":%lld,\"seen_ms\":%lld,\"stages\":[",
 		  (long long)h->registered_ms, (long long)h->seen_ms);
 	for (int i = 0; i < h->nstages; i++) {
@@ -455,6 +476,19 @@ static void coord_json_host(const struct coord *c, const struct coord_host *h, s
 		sb_printf(out, ",\"boot_ms\":%lld}", (long long)vm->boot_ms);
 	}
 	sb_printf(out, "]}");
+}
+
+int coord_host_log(const struct coord *c, int id, struct strbuf *out)
+{
+	const struct coord_host *h = coord_host_const(c, id);
+	unsigned first;
+
+	if (!h)
+		return -ENOENT;
+	first = h->log_next > COORD_LOG_LINES ? h->log_next - COORD_LOG_LINES : 0;
+	for (unsigned i = first; h->log && i < h->log_next; i++)
+		sb_printf(out, "%s\n", h->log[i % COORD_LOG_LINES]);
+	return 0;
 }
 
 void coord_json_hosts(const struct coord *c, struct strbuf *out)
@@ -680,6 +714,8 @@ int coord_init(struct coord *c, const struct coord_config *cfg)
 	struct timespec ts;
 	int rc;
 
+	for (int i = 0; i < c->nhosts; i++)
+		free(c->hosts[i].log);	/* a second init (tests) */
 	memset(c, 0, sizeof *c);
 	c->cfg = *cfg;
 	c->generation = 1;

@@ -15,6 +15,8 @@
 #define COORD_STAGES_MAX 16
 #define COORD_ROOT 0		/* the seed: parent of the first hosts */
 #define COORD_LOST_BEATS 3	/* heartbeats missed before a host is lost */
+#define COORD_LOG_LINES 200	/* agent log lines kept per host */
+#define COORD_LOG_LEN 200
 
 struct coord_config {
 	uint32_t fanout;		/* children per node, the seed included */
@@ -64,6 +66,9 @@ struct coord_host {
 	uint32_t generation;
 	struct coord_vm vms[COORD_VMS_MAX];
 	int nvms;
+	char disk_sha256[65];		/* what the agent read from its attached disk */
+	char (*log)[COORD_LOG_LEN];	/* ring of agent log lines, allocated on first line */
+	unsigned log_next;
 };
 
 struct coord {
@@ -99,6 +104,9 @@ int coord_depth(const struct coord *c, int id);
 struct coord_host *coord_host(struct coord *c, int id);
 
 void coord_json_hosts(const struct coord *c, struct strbuf *out);
+
+/* The agent log lines a host sent, oldest first; -ENOENT for an unknown host. */
+int coord_host_log(const struct coord *c, int id, struct strbuf *out);
 void coord_json_tree(const struct coord *c, struct strbuf *out);
 void coord_metrics(struct strbuf *out, void *ctx);
 

@@ -1,0 +1,921 @@
+/* `virtman agent`: the host's supervisor. Brings the boot NIC up, registers with the seed,
+ * runs the host's relay, attaches the image through it with open-iscsi, reports every
+ * stage, heartbeats, and applies the new upstream lists the seed hands out. */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysinfo.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hostagent/agent.h"
+#include "iscsi/initiator.h"
+#include "iscsi/manifest.h"
+#include "lib/httpc.h"
+#include "lib/kv.h"
+#include "lib/log.h"
+#include "lib/net.h"
+#include "lib/sha256.h"
+
+#define AGENT_RUN_DIR "/run/virtman"
+#define AGENT_ISCSI_PORT 3260
+#define AGENT_METRICS_PORT 9100
+#define AGENT_HTTP_TIMEOUT_MS 10000
+#define AGENT_BACKOFF_MAX_S 30
+#define AGENT_LOG_LINES 256		/* ring kept for the seed */
+#define AGENT_LOG_PER_BEAT 32		/* lines sent with one heartbeat */
+#define AGENT_UPSTREAMS_MAX 8
+#define AGENT_STEP_TIMEOUT_MS 60000
+
+enum agent_step {
+	STEP_NET,
+	STEP_REGISTER,
+	STEP_MANIFEST,
+	STEP_CACHE,
+	STEP_RELAY,
+	STEP_ATTACH,
+	STEP_READY,
+};
+
+struct agent {
+	/* configuration */
+	char seed[256];
+	char token[128];
+	char cache[256];		/* "tmpfs", a block device, or a directory */
+	char iface[IF_NAMESIZE];
+	char attach[16];		/* "open-iscsi" or "none" */
+	bool debug;
+	bool verify;			/* read the attached disk whole and report its SHA-256 */
+	/* learnt */
+	char mac[18];
+	char addr[INET_ADDRSTRLEN];
+	int host_id;
+	unsigned generation;
+	char iqn[224];
+	char upstreams[AGENT_UPSTREAMS_MAX][ISCSI_URL_MAX];
+	int nupstreams;
+	char manifest_url[512];
+	unsigned heartbeat_s;
+	char cache_dir[256];
+	char disk[64];
+	char disk_sha256[2 * SHA256_LEN + 1];
+	/* children */
+	pid_t relay_pid;
+	pid_t iscsid_pid;
+	/* reporting */
+	char stage[32];
+	char reason[256];
+	char log[AGENT_LOG_LINES][200];
+	unsigned log_next;		/* lines ever logged */
+	unsigned log_sent;		/* lines already sent to the seed */
+};
+
+static struct agent agent;
+static volatile sig_atomic_t agent_stopping;
+
+static const char agent_usage[] =
+	"usage: virtman agent [--seed URL] [--token T] [--iface IF] [--cache tmpfs|DEV|DIR]\n"
+	"                     [--attach open-iscsi|none] [--verify] [--debug]\n"
+	"\n"
+	"The host agent, started by the boot image's init. Brings the boot NIC up (DHCP with\n"
+	"busybox udhcpc unless it already has an address), registers with the seed, runs the\n"
+	"host's relay (virtman export) with the upstreams the seed assigns, attaches the image\n"
+	"from that relay with open-iscsi, reports every stage, and heartbeats. Defaults come\n"
+	"from the kernel command line: virtman.seed=, virtman.token=, virtman.cache=,\n"
+	"virtman.debug, virtman.verify, BOOTIF= (iPXE).\n"
+	"\n"
+	"  --seed URL        the seed's HTTP address, e.g. http://10.0.0.1:8080\n"
+	"  --token T         the boot token the seed handed out\n"
+	"  --iface IF        the boot NIC (default: BOOTIF's, else the first with a link)\n"
+	"  --cache SPEC      tmpfs (default), a block device (formatted once, label\n"
+	"                    virtman-cache, kept across reboots) or a directory\n"
+	"  --attach MODE     open-iscsi (default): attach the image locally; none: relay only\n"
+	"  --verify          read the attached disk whole and report its SHA-256\n"
+	"  --debug           more output on the console\n";
+
+/* Logs to the console and keeps the line for the seed. */
+static void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void agent_log(const char *fmt, ...)
+{
+	char *slot = agent.log[agent.log_next % AGENT_LOG_LINES];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(slot, sizeof agent.log[0], fmt, ap);
+	va_end(ap);
+	for (char *p = slot; *p; p++)	/* the seed takes printable ASCII only */
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+			*p = '?';
+	agent.log_next++;
+	log_msg("%s", slot);
+}
+
+/* Reads a whole small file into buf; length or -errno. */
+static ssize_t agent_read_file(const char *path, char *buf, size_t len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, len - 1);
+	close(fd);
+	if (n < 0)
+		return -errno;
+	buf[n] = '\0';
+	return n;
+}
+
+static int agent_write_file(const char *path, const char *text)
+{
+	char tmp[512];
+	int fd, rc = 0;
+
+	snprintf(tmp, sizeof tmp, "%s.tmp", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, text, strlen(text)) != (ssize_t)strlen(text))
+		rc = -EIO;
+	close(fd);
+	if (rc == 0 && rename(tmp, path) < 0)
+		rc = -errno;
+	return rc;
+}
+
+/* Takes defaults from the kernel command line: virtman.key=value and BOOTIF. */
+static void agent_cmdline(void)
+{
+	char buf[4096], *tok, *save = NULL;
+
+	if (agent_read_file("/proc/cmdline", buf, sizeof buf) < 0)
+		return;
+	for (tok = strtok_r(buf, " \n", &save); tok; tok = strtok_r(NULL, " \n", &save)) {
+		if (strncmp(tok, "virtman.seed=", 13) == 0)
+			snprintf(agent.seed, sizeof agent.seed, "%s", tok + 13);
+		else if (strncmp(tok, "virtman.token=", 14) == 0)
+			snprintf(agent.token, sizeof agent.token, "%s", tok + 14);
+		else if (strncmp(tok, "virtman.cache=", 14) == 0)
+			snprintf(agent.cache, sizeof agent.cache, "%s", tok + 14);
+		else if (strcmp(tok, "virtman.debug") == 0)
+			agent.debug = true;
+		else if (strcmp(tok, "virtman.verify") == 0)
+			agent.verify = true;
+		else if (strncmp(tok, "BOOTIF=01-", 10) == 0 && strlen(tok + 10) == 17) {
+			/* iPXE's ${netX/mac:hexhyp}: find the interface with that MAC. */
+			for (int i = 0; i < 17; i++)
+				agent.mac[i] = tok[10 + i] == '-' ? ':' : tok[10 + i];
+			agent.mac[17] = '\0';
+		}
+	}
+}
+
+/* ---- children ---- */
+
+static pid_t agent_spawn(char *const argv[])
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		sigset_t all;
+
+		sigemptyset(&all);
+		sigprocmask(SIG_SETMASK, &all, NULL);
+		execvp(argv[0], argv);
+		fprintf(stderr, "virtman agent: cannot run %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	return pid;
+}
+
+/* Runs a command to completion within timeout_ms; its exit status, or -errno. */
+static int agent_run(int timeout_ms, char *const argv[])
+{
+	pid_t pid = agent_spawn(argv);
+	struct timespec start, now;
+	int status;
+
+	if (pid < 0)
+		return -errno;
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	for (;;) {
+		pid_t r = waitpid(pid, &status, WNOHANG);
+
+		if (r == pid)
+			return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 >
+		    timeout_ms) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &status, 0);
+			return -ETIMEDOUT;
+		}
+		usleep(20000);	/* a child's exit, polled: no signal plumbing for one command */
+	}
+}
+
+/* Reaps exited children; forgets the relay or iscsid when they die so they restart. */
+static void agent_reap(void)
+{
+	int status;
+	pid_t pid;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		const char *who = pid == agent.relay_pid ? "relay" :
+				  pid == agent.iscsid_pid ? "iscsid" : NULL;
+
+		if (!who)
+			continue;
+		agent_log("%s (pid %d) exited with status %d", who, (int)pid,
+			  WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+		if (pid == agent.relay_pid)
+			agent.relay_pid = 0;
+		else
+			agent.iscsid_pid = 0;
+	}
+}
+
+/* ---- talking to the seed ---- */
+
+/* Sends the stage (and new log lines) with a heartbeat; applies the reply. */
+static int agent_apply_reply(const struct httpc_response *resp);
+
+static int agent_post(const char *path, struct strbuf *body, struct httpc_response *resp)
+{
+	char url[512];
+
+	snprintf(url, sizeof url, "%s%s", agent.seed, path);
+	return httpc_request("POST", url, body->data ? body->data : "", body->len, 1 << 20,
+			     AGENT_HTTP_TIMEOUT_MS, resp);
+}
+
+static void agent_add_log_lines(struct strbuf *body)
+{
+	unsigned first = agent.log_next > AGENT_LOG_LINES ? agent.log_next - AGENT_LOG_LINES : 0;
+
+	if (agent.log_sent < first)
+		agent.log_sent = first;	/* lines lost to the ring while the seed was away */
+	for (unsigned n = 0; agent.log_sent < agent.log_next && n < AGENT_LOG_PER_BEAT; n++)
+		kv_add(body, "log", "%s", agent.log[agent.log_sent++ % AGENT_LOG_LINES]);
+}
+
+/* Reports a stage: kept for the next heartbeat, sent now when registered. */
+static void agent_stage(const char *stage, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void agent_stage(const char *stage, const char *fmt, ...)
+{
+	va_list ap;
+
+	snprintf(agent.stage, sizeof agent.stage, "%s", stage);
+	agent.reason[0] = '\0';
+	if (fmt) {
+		va_start(ap, fmt);
+		vsnprintf(agent.reason, sizeof agent.reason, fmt, ap);
+		va_end(ap);
+	}
+	agent_log("stage %s%s%s", stage, agent.reason[0] ? ": " : "", agent.reason);
+}
+
+static int agent_heartbeat(void)
+{
+	struct strbuf body = { 0 };
+	struct httpc_response resp;
+	char path[64];
+	int rc;
+
+	if (agent.host_id <= 0)
+		return -ENOENT;
+	kv_add(&body, "stage", "%s", agent.stage);
+	if (agent.reason[0])
+		kv_add(&body, "reason", "%s", agent.reason);
+	if (agent.disk_sha256[0])
+		kv_add(&body, "disk-sha256", "%s", agent.disk_sha256);
+	agent_add_log_lines(&body);
+	snprintf(path, sizeof path, "/api/v1/hosts/%d/heartbeat", agent.host_id);
+	rc = agent_post(path, &body, &resp);
+	sb_free(&body);
+	if (rc < 0)
+		return rc;
+	if (resp.status == 404) {	/* the seed forgot us (lost, or a new seed): register */
+		agent.host_id = 0;
+		rc = -ENOENT;
+	} else if (resp.status != 200) {
+		agent_log("heartbeat refused: HTTP %d: %.120s", resp.status,
+			  resp.body.data ? resp.body.data : "");
+		rc = -EPROTO;
+	} else {
+		rc = agent_apply_reply(&resp);
+	}
+	sb_free(&resp.body);
+	return rc;
+}
+
+/* Writes the relay's upstream file and tells a running relay to re-read it. */
+static void agent_write_upstreams(void)
+{
+	struct strbuf sb = { 0 };
+
+	for (int i = 0; i < agent.nupstreams; i++)
+		sb_printf(&sb, "%s\n", agent.upstreams[i]);
+	if (agent_write_file(AGENT_RUN_DIR "/upstreams", sb.data ? sb.data : "") < 0)
+		agent_log("cannot write %s/upstreams: %s", AGENT_RUN_DIR, strerror(errno));
+	sb_free(&sb);
+	if (agent.relay_pid > 0)
+		kill(agent.relay_pid, SIGHUP);
+}
+
+static int agent_apply_reply(const struct httpc_response *resp)
+{
+	char *text = malloc(resp->body.len + 1), ups[AGENT_UPSTREAMS_MAX][ISCSI_URL_MAX];
+	struct kv kv[KV_MAX];
+	int n, nups = 0;
+	uint64_t v;
+
+	if (!text)
+		return -ENOMEM;
+	memcpy(text, resp->body.data ? resp->body.data : "", resp->body.len);
+	n = kv_parse(text, resp->body.len, kv, KV_MAX);
+	if (n < 0) {
+		free(text);
+		agent_log("the seed's reply is not key=value lines");
+		return -EPROTO;
+	}
+	for (int i = 0; i < n; i++) {
+		struct iscsi_url url;
+
+		if (strcmp(kv[i].key, "upstream") != 0)
+			continue;
+		if (nups == AGENT_UPSTREAMS_MAX || iscsi_url_parse(kv[i].value, &url) < 0) {
+			agent_log("ignoring bad upstream '%.100s'", kv[i].value);
+			continue;
+		}
+		snprintf(ups[nups++], ISCSI_URL_MAX, "%s", kv[i].value);
+	}
+	if (kv_get_u64(kv, n, "host-id", 1, 1u << 20, &v) == 0)
+		agent.host_id = (int)v;
+	if (kv_get_u64(kv, n, "generation", 0, UINT32_MAX, &v) == 0)
+		agent.generation = (unsigned)v;
+	if (kv_get_u64(kv, n, "heartbeat", 1, 3600, &v) == 0)
+		agent.heartbeat_s = (unsigned)v;
+	if (kv_get(kv, n, "iqn"))
+		snprintf(agent.iqn, sizeof agent.iqn, "%s", kv_get(kv, n, "iqn"));
+	if (kv_get(kv, n, "manifest-url"))
+		snprintf(agent.manifest_url, sizeof agent.manifest_url, "%s",
+			 kv_get(kv, n, "manifest-url"));
+	free(text);
+	if (nups == 0)
+		return 0;
+	bool changed = nups != agent.nupstreams;
+
+	for (int i = 0; i < nups && !changed; i++)
+		changed = strcmp(ups[i], agent.upstreams[i]) != 0;
+	if (changed) {
+		memcpy(agent.upstreams, ups, sizeof ups);
+		agent.nupstreams = nups;
+		agent_log("upstreams: %s%s%s%s%s", ups[0], nups > 1 ? ", " : "",
+			  nups > 1 ? ups[1] : "", nups > 2 ? ", " : "", nups > 2 ? ups[2] : "");
+		if (agent.relay_pid > 0)
+			agent_write_upstreams();
+	}
+	return 0;
+}
+
+/* ---- steps ---- */
+
+static bool agent_iface_addr(const char *iface, char *addr, size_t len)
+{
+	struct ifaddrs *ifa, *p;
+	bool found = false;
+
+	if (getifaddrs(&ifa) < 0)
+		return false;
+	for (p = ifa; p && !found; p = p->ifa_next) {
+		if (p->ifa_addr && p->ifa_addr->sa_family == AF_INET && strcmp(p->ifa_name, iface) == 0) {
+			inet_ntop(AF_INET, &((struct sockaddr_in *)p->ifa_addr)->sin_addr, addr, len);
+			found = true;
+		}
+	}
+	freeifaddrs(ifa);
+	return found;
+}
+
+/* Picks the boot NIC: the one with BOOTIF's MAC, else the first non-loopback one. */
+static int agent_pick_iface(void)
+{
+	DIR *d;
+	struct dirent *e;
+	char path[300], mac[32];
+
+	if (agent.iface[0])
+		goto mac;
+	d = opendir("/sys/class/net");
+	if (!d)
+		return -errno;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.' || strcmp(e->d_name, "lo") == 0 ||
+		    strlen(e->d_name) >= sizeof agent.iface)
+			continue;
+		snprintf(path, sizeof path, "/sys/class/net/%s/address", e->d_name);
+		if (agent_read_file(path, mac, sizeof mac) < 17)
+			continue;
+		mac[17] = '\0';
+		if (agent.mac[0] ? strcasecmp(mac, agent.mac) == 0 : !agent.iface[0])
+			snprintf(agent.iface, sizeof agent.iface, "%.15s", e->d_name);
+	}
+	closedir(d);
+	if (!agent.iface[0])
+		return -ENODEV;
+mac:
+	snprintf(path, sizeof path, "/sys/class/net/%s/address", agent.iface);
+	if (agent_read_file(path, mac, sizeof mac) < 17)
+		return -ENODEV;
+	mac[17] = '\0';
+	snprintf(agent.mac, sizeof agent.mac, "%.17s", mac);
+	return 0;
+}
+
+static int agent_step_net(void)
+{
+	char *argv[] = { "udhcpc", "-i", agent.iface, "-f", "-q", "-n", "-t", "5", "-T", "2",
+			 "-s", "/etc/udhcpc.script", NULL };
+	int rc = agent_pick_iface();
+
+	if (rc < 0) {
+		agent_stage("failed", "no network interface found");
+		return rc;
+	}
+	if (!agent_iface_addr(agent.iface, agent.addr, sizeof agent.addr)) {
+		rc = agent_run(AGENT_STEP_TIMEOUT_MS, argv);
+		if (rc != 0 || !agent_iface_addr(agent.iface, agent.addr, sizeof agent.addr)) {
+			agent_stage("failed", "DHCP on %s got no address (udhcpc status %d)", agent.iface, rc);
+			return -EAGAIN;
+		}
+	}
+	agent_log("network: %s %s (mac %s)", agent.iface, agent.addr, agent.mac);
+	if (!agent.seed[0]) {
+		agent_stage("failed", "no seed: virtman.seed= missing on the kernel command line");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int agent_step_register(void)
+{
+	struct strbuf body = { 0 };
+	struct httpc_response resp;
+	struct sysinfo si;
+	int rc;
+
+	sysinfo(&si);
+	kv_add(&body, "mac", "%s", agent.mac);
+	kv_add(&body, "addr", "%s", agent.addr);
+	kv_add(&body, "cores", "%ld", sysconf(_SC_NPROCESSORS_ONLN));
+	kv_add(&body, "memory", "%llu",
+	       (unsigned long long)si.totalram * si.mem_unit / (1024 * 1024));
+	if (agent.token[0])
+		kv_add(&body, "token", "%s", agent.token);
+	rc = agent_post("/api/v1/hosts", &body, &resp);
+	sb_free(&body);
+	if (rc < 0) {
+		agent_log("cannot reach the seed at %s: %s", agent.seed, strerror(-rc));
+		return rc;
+	}
+	if (resp.status != 200) {
+		agent_stage("failed", "registration refused: HTTP %d: %.150s", resp.status,
+			    resp.body.data ? resp.body.data : "");
+		sb_free(&resp.body);
+		return -EACCES;
+	}
+	rc = agent_apply_reply(&resp);
+	sb_free(&resp.body);
+	if (rc < 0 || agent.host_id <= 0 || !agent.iqn[0] || !agent.nupstreams ||
+	    !agent.manifest_url[0]) {
+		agent_stage("failed", "the seed's registration reply lacks host-id, iqn, upstream "
+			    "or manifest-url");
+		return -EPROTO;
+	}
+	agent_stage("registered", "host %d", agent.host_id);
+	return 0;
+}
+
+static int agent_step_manifest(void)
+{
+	struct httpc_response resp;
+	struct manifest m;
+	char err[200];
+	int rc;
+
+	rc = httpc_request("GET", agent.manifest_url, NULL, 0, 64u << 20, 60000, &resp);
+	if (rc < 0 || resp.status != 200) {
+		agent_stage("failed", "fetching the manifest %s: %s", agent.manifest_url,
+			    rc < 0 ? strerror(-rc) : "HTTP error");
+		if (rc == 0)
+			sb_free(&resp.body);
+		return rc < 0 ? rc : -EPROTO;
+	}
+	rc = manifest_parse(resp.body.data ? resp.body.data : "", resp.body.len, &m, err, sizeof err);
+	if (rc == 0) {
+		manifest_free(&m);
+		sb_add(&resp.body, "", 1);
+		rc = agent_write_file(AGENT_RUN_DIR "/image.manifest", resp.body.data);
+	} else {
+		agent_stage("failed", "the seed's manifest is bad: %s", err);
+	}
+	sb_free(&resp.body);
+	return rc;
+}
+
+/* The cache lives on tmpfs, on a local disk (formatted once), or in a given directory. */
+static int agent_step_cache(void)
+{
+	const char *spec = agent.cache[0] ? agent.cache : "tmpfs";
+	struct stat st;
+
+	if (strcmp(spec, "tmpfs") == 0) {
+		snprintf(agent.cache_dir, sizeof agent.cache_dir, "/var/cache/virtman");
+		mkdir("/var/cache", 0755);
+		mkdir(agent.cache_dir, 0755);
+		if (mount("virtman-cache", agent.cache_dir, "tmpfs", 0, "mode=0755") < 0 &&
+		    errno != EBUSY) {
+			agent_stage("failed", "cannot mount tmpfs for the cache: %s", strerror(errno));
+			return -errno;
+		}
+		return 0;
+	}
+	if (stat(spec, &st) == 0 && S_ISDIR(st.st_mode)) {
+		snprintf(agent.cache_dir, sizeof agent.cache_dir, "%s", spec);
+		return 0;
+	}
+	if (stat(spec, &st) == 0 && S_ISBLK(st.st_mode)) {
+		char *mkfs[] = { "mke2fs", "-q", "-L", "virtman-cache", (char *)spec, NULL };
+
+		snprintf(agent.cache_dir, sizeof agent.cache_dir, "/var/cache/virtman");
+		mkdir("/var/cache", 0755);
+		mkdir(agent.cache_dir, 0755);
+		/* A disk that already holds a cache keeps it: nothing is fetched twice. */
+		if (mount(spec, agent.cache_dir, "ext2", 0, NULL) == 0)
+			return 0;
+		if (agent_run(AGENT_STEP_TIMEOUT_MS, mkfs) != 0 ||
+		    mount(spec, agent.cache_dir, "ext2", 0, NULL) < 0) {
+			agent_stage("failed", "cannot prepare %s for the cache", spec);
+			return -EIO;
+		}
+		return 0;
+	}
+	agent_stage("failed", "virtman.cache=%s is neither tmpfs, a directory nor a block device",
+		    spec);
+	return -EINVAL;
+}
+
+/* True once something accepts connections on 127.0.0.1:port. */
+static bool agent_port_open(int port)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	bool ok;
+
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ok = fd >= 0 && connect(fd, (struct sockaddr *)&sin, sizeof sin) == 0;
+	if (fd >= 0)
+		close(fd);
+	return ok;
+}
+
+static int agent_step_relay(void)
+{
+	char self[4096], listen[32], metrics[32], name[128];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+
+	if (n < 0)
+		return -errno;
+	self[n] = '\0';
+	agent_write_upstreams();
+	snprintf(listen, sizeof listen, "0.0.0.0:%d", AGENT_ISCSI_PORT);
+	snprintf(metrics, sizeof metrics, "0.0.0.0:%d", AGENT_METRICS_PORT);
+	snprintf(name, sizeof name, "iqn.2026-11.org.virtman:host-%d", agent.host_id);
+	char *argv[] = { self, "export", "--upstreams-file", AGENT_RUN_DIR "/upstreams",
+			 "--cache", agent.cache_dir, "--manifest", AGENT_RUN_DIR "/image.manifest",
+			 "--listen", listen, "--iqn", agent.iqn, "--metrics", metrics,
+			 "--initiator-name", name, NULL };
+
+	if (agent.relay_pid <= 0) {
+		agent.relay_pid = agent_spawn(argv);
+		if (agent.relay_pid < 0) {
+			agent.relay_pid = 0;
+			return -errno;
+		}
+	}
+	for (int i = 0; i < 500; i++) {	/* 10 s in 20 ms polls */
+		if (agent_port_open(AGENT_ISCSI_PORT)) {
+			agent_stage("relay-ready", "relay pid %d", (int)agent.relay_pid);
+			return 0;
+		}
+		agent_reap();
+		if (agent.relay_pid == 0)
+			break;
+		usleep(20000);
+	}
+	agent_stage("failed", "the relay did not start listening on port %d", AGENT_ISCSI_PORT);
+	return -EIO;
+}
+
+/* Finds the block device of the iSCSI session to target iqn: /dev/sdX, through sysfs. */
+static bool agent_find_disk(char *out, size_t len)
+{
+	DIR *sessions = opendir("/sys/class/iscsi_session");
+	struct dirent *s;
+	bool found = false;
+
+	if (!sessions)
+		return false;
+	while (!found && (s = readdir(sessions))) {
+		char path[512], name[256];
+		DIR *blocks;
+		struct dirent *b;
+
+		if (strncmp(s->d_name, "session", 7) != 0)
+			continue;
+		snprintf(path, sizeof path, "/sys/class/iscsi_session/%s/targetname", s->d_name);
+		if (agent_read_file(path, name, sizeof name) < 0)
+			continue;
+		name[strcspn(name, "\n")] = '\0';
+		if (strcmp(name, agent.iqn) != 0)
+			continue;
+		/* session -> device/targetH:C:T -> H:C:T:L/block/sdX */
+		snprintf(path, sizeof path, "/sys/class/iscsi_session/%s/device", s->d_name);
+		DIR *dev = opendir(path);
+		struct dirent *t;
+
+		while (dev && !found && (t = readdir(dev))) {
+			char tpath[800];
+			DIR *luns;
+			struct dirent *l;
+
+			if (strncmp(t->d_name, "target", 6) != 0)
+				continue;
+			snprintf(tpath, sizeof tpath, "%s/%s", path, t->d_name);
+			luns = opendir(tpath);
+			while (luns && !found && (l = readdir(luns))) {
+				char bpath[1100];
+
+				if (!strchr(l->d_name, ':'))
+					continue;
+				snprintf(bpath, sizeof bpath, "%s/%s/block", tpath, l->d_name);
+				blocks = opendir(bpath);
+				while (blocks && !found && (b = readdir(blocks)))
+					if (b->d_name[0] != '.') {
+						snprintf(out, len, "/dev/%.56s", b->d_name);
+						found = true;
+					}
+				if (blocks)
+					closedir(blocks);
+			}
+			if (luns)
+				closedir(luns);
+		}
+		if (dev)
+			closedir(dev);
+	}
+	closedir(sessions);
+	return found;
+}
+
+/* Reads the attached disk whole and keeps its SHA-256 for the seed (virtman.verify). */
+static void agent_verify_disk(void)
+{
+	int fd = open(agent.disk, O_RDONLY | O_CLOEXEC);
+	static uint8_t buf[1 << 20];
+	uint8_t d[SHA256_LEN];
+	struct sha256 s;
+	ssize_t n;
+
+	if (fd < 0)
+		return;
+	sha256_init(&s);
+	while ((n = read(fd, buf, sizeof buf)) > 0)
+		sha256_update(&s, buf, (size_t)n);
+	close(fd);
+	if (n < 0) {
+		agent_log("reading %s: %s", agent.disk, strerror(errno));
+		return;
+	}
+	sha256_final(&s, d);
+	for (int i = 0; i < SHA256_LEN; i++)
+		snprintf(agent.disk_sha256 + 2 * i, 3, "%02x", d[i]);
+	agent_log("disk %s sha256 %s", agent.disk, agent.disk_sha256);
+}
+
+static int agent_step_attach(void)
+{
+	char portal[32], line[300];
+	char *disc[] = { "iscsiadm", "-m", "discovery", "-t", "st", "-p", portal, NULL };
+	char *login[] = { "iscsiadm", "-m", "node", "-T", agent.iqn, "-p", portal, "--login", NULL };
+	char *iscsid[] = { "iscsid", "-f", NULL };
+	int rc;
+
+	if (strcmp(agent.attach, "none") == 0) {
+		agent_stage("attached", "relay only (--attach none)");
+		return 0;
+	}
+	snprintf(portal, sizeof portal, "127.0.0.1:%d", AGENT_ISCSI_PORT);
+	mkdir("/etc/iscsi", 0755);
+	snprintf(line, sizeof line, "InitiatorName=iqn.2026-11.org.virtman:host-%d-local\n",
+		 agent.host_id);
+	agent_write_file("/etc/iscsi/initiatorname.iscsi", line);
+	if (agent.iscsid_pid <= 0) {
+		agent.iscsid_pid = agent_spawn(iscsid);
+		if (agent.iscsid_pid < 0)
+			agent.iscsid_pid = 0;
+	}
+	/* iscsiadm fails until iscsid listens: retry within the step's deadline. */
+	for (int i = 0; i < 50 && (rc = agent_run(AGENT_STEP_TIMEOUT_MS, disc)) != 0; i++)
+		usleep(200000);
+	if (rc != 0) {
+		agent_stage("failed", "iscsiadm discovery on %s failed (status %d)", portal, rc);
+		return -EIO;
+	}
+	if (!agent_find_disk(agent.disk, sizeof agent.disk) &&
+	    (rc = agent_run(AGENT_STEP_TIMEOUT_MS, login)) != 0) {
+		agent_stage("failed", "iscsiadm login to %s failed (status %d)", agent.iqn, rc);
+		return -EIO;
+	}
+	for (int i = 0; i < 500 && !agent_find_disk(agent.disk, sizeof agent.disk); i++)
+		usleep(20000);
+	if (!agent.disk[0]) {
+		agent_stage("failed", "logged in, but no disk appeared for %s", agent.iqn);
+		return -EIO;
+	}
+	int fd = open(agent.disk, O_RDONLY | O_CLOEXEC), ro = 1;
+
+	if (fd >= 0) {
+		ioctl(fd, BLKROSET, &ro);	/* the shared base is never written */
+		close(fd);
+	}
+	if (agent.verify)
+		agent_verify_disk();
+	agent_stage("attached", "%s", agent.disk);
+	return 0;
+}
+
+static int agent_run_step(enum agent_step step)
+{
+	switch (step) {
+	case STEP_NET: return agent_step_net();
+	case STEP_REGISTER: return agent_step_register();
+	case STEP_MANIFEST: return agent_step_manifest();
+	case STEP_CACHE: return agent_step_cache();
+	case STEP_RELAY: return agent_step_relay();
+	case STEP_ATTACH: return agent_step_attach();
+	case STEP_READY:
+		agent_stage("ready", "generation %u", agent.generation);
+		return 0;
+	}
+	return -EINVAL;
+}
+
+static void agent_on_signal(int sig)
+{
+	(void)sig;
+	agent_stopping = 1;
+}
+
+/* Stops what the agent started, newest first. */
+static void agent_shutdown(void)
+{
+	char portal[32];
+	char *logout[] = { "iscsiadm", "-m", "node", "-T", agent.iqn, "-p", portal, "--logout", NULL };
+
+	agent_log("stopping");
+	snprintf(portal, sizeof portal, "127.0.0.1:%d", AGENT_ISCSI_PORT);
+	if (agent.disk[0])
+		agent_run(10000, logout);
+	if (agent.iscsid_pid > 0)
+		kill(agent.iscsid_pid, SIGTERM);
+	if (agent.relay_pid > 0)
+		kill(agent.relay_pid, SIGTERM);
+	for (int i = 0; i < 250 && (agent.relay_pid > 0 || agent.iscsid_pid > 0); i++) {
+		agent_reap();
+		usleep(20000);
+	}
+}
+
+/* Sleeps up to seconds, waking early for a stop request; reaps children meanwhile. */
+static void agent_pause(unsigned seconds)
+{
+	for (unsigned i = 0; i < seconds * 10 && !agent_stopping; i++) {
+		agent_reap();
+		usleep(100000);
+	}
+}
+
+int cmd_agent(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "seed", required_argument, NULL, 's' },
+		{ "token", required_argument, NULL, 't' },
+		{ "iface", required_argument, NULL, 'i' },
+		{ "cache", required_argument, NULL, 'c' },
+		{ "attach", required_argument, NULL, 'a' },
+		{ "verify", no_argument, NULL, 'v' },
+		{ "debug", no_argument, NULL, 'd' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	enum agent_step step = STEP_NET;
+	unsigned backoff = 1;
+	int opt;
+
+	log_set_prefix("virtman agent");
+	snprintf(agent.attach, sizeof agent.attach, "open-iscsi");
+	agent.heartbeat_s = 5;
+	agent_cmdline();
+	while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (opt) {
+		case 's': snprintf(agent.seed, sizeof agent.seed, "%s", optarg); break;
+		case 't': snprintf(agent.token, sizeof agent.token, "%s", optarg); break;
+		case 'i': snprintf(agent.iface, sizeof agent.iface, "%s", optarg); break;
+		case 'c': snprintf(agent.cache, sizeof agent.cache, "%s", optarg); break;
+		case 'a':
+			if (strcmp(optarg, "open-iscsi") != 0 && strcmp(optarg, "none") != 0)
+				die(EXIT_USAGE, "--attach %s: open-iscsi or none", optarg);
+			snprintf(agent.attach, sizeof agent.attach, "%s", optarg);
+			break;
+		case 'v': agent.verify = true; break;
+		case 'd': agent.debug = true; break;
+		case 'h': fputs(agent_usage, stdout); return 0;
+		default: fputs(agent_usage, stderr); return EXIT_USAGE;
+		}
+	}
+	if (optind != argc)
+		die(EXIT_USAGE, "unexpected argument %s", argv[optind]);
+	if (agent.seed[0] && strncmp(agent.seed, "http://", 7) != 0)
+		die(EXIT_USAGE, "--seed %s: expected http://HOST:PORT", agent.seed);
+	signal(SIGTERM, agent_on_signal);
+	signal(SIGINT, agent_on_signal);
+	signal(SIGPIPE, SIG_IGN);
+	mkdir("/run", 0755);
+	mkdir(AGENT_RUN_DIR, 0755);
+	agent_log("starting (seed %s)", agent.seed[0] ? agent.seed : "unknown yet");
+	/* Bring-up: each step retried with backoff until it works; never silent. */
+	while (!agent_stopping && step <= STEP_READY) {
+		int rc = agent_run_step(step);
+
+		agent_reap();
+		if (rc == 0) {
+			if (step >= STEP_REGISTER)
+				agent_heartbeat();	/* the stage reaches the seed now */
+			step++;
+			backoff = 1;
+			continue;
+		}
+		if (agent.host_id > 0)
+			agent_heartbeat();	/* the failure and its reason reach the seed */
+		agent_log("retrying in %u s", backoff);
+		agent_pause(backoff);
+		backoff = backoff * 2 > AGENT_BACKOFF_MAX_S ? AGENT_BACKOFF_MAX_S : backoff * 2;
+		if (step == STEP_REGISTER && agent.host_id == 0 && agent.addr[0] == '\0')
+			step = STEP_NET;
+	}
+	/* Steady state: heartbeats; a dead relay or iscsid is restarted, a forgotten host
+	 * registers again; the seed being away costs nothing but its view of us. */
+	while (!agent_stopping) {
+		int rc;
+
+		agent_pause(agent.heartbeat_s);
+		if (agent_stopping)
+			break;
+		if (agent.relay_pid == 0 && agent_step_relay() == 0)
+			agent_log("relay restarted");
+		if (agent.iscsid_pid == 0 && strcmp(agent.attach, "none") != 0) {
+			char *iscsid[] = { "iscsid", "-f", NULL };
+
+			agent.iscsid_pid = agent_spawn(iscsid);
+			if (agent.iscsid_pid < 0)
+				agent.iscsid_pid = 0;
+		}
+		rc = agent_heartbeat();
+		if (rc == -ENOENT && agent_step_register() == 0) {
+			agent_stage("ready", "registered again");
+			agent_write_upstreams();
+			agent_heartbeat();
+		} else if (rc < 0 && rc != -ENOENT) {
+			agent_log("heartbeat: %s; still serving", strerror(-rc));
+		}
+	}
+	agent_shutdown();
+	return 0;
+}
