@@ -153,6 +153,7 @@ struct iscsi_client {
 	uint32_t itt_next;
 	uint32_t cmdsn, exp_cmdsn, max_cmdsn;
 	uint32_t exp_statsn;
+	bool statsn_known;
 
 	/* tasks */
 	struct icl_task *sent;		/* commands on the wire */
@@ -570,7 +571,7 @@ static int tx_flush(struct iscsi_client *cl)
 		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)n };
 		ssize_t w = sendmsg(cl->watch.fd, &mh, MSG_NOSIGNAL);
 
-		if (w < 0 && (errno == EAGAIN || errno == EINTR))
+		if ((w < 0 && (errno == EAGAIN || errno == EINTR)) || w == 0)
 			break;
 		if (w < 0)
 			return session_down(cl, "send: %s", strerror(errno));
@@ -737,7 +738,8 @@ static int login_send_security(struct iscsi_client *cl)
 	return rc;
 }
 
-static int login_send_operational(struct iscsi_client *cl)
+/* The operational stage's offer, after any answers still owed from the security stage. */
+static int login_send_operational(struct iscsi_client *cl, struct strbuf *sb)
 {
 	static const char *const fixed[][2] = {
 		{ "MaxBurstLength", "16776192" },
@@ -752,20 +754,16 @@ static int login_send_operational(struct iscsi_client *cl)
 		{ "DefaultTime2Wait", "0" },
 		{ "DefaultTime2Retain", "0" },
 	};
-	struct strbuf sb = { 0 };
 	char num[16];
-	int rc;
 
 	_Static_assert(ICL_MAX_BURST == 16776192 && ICL_FIRST_BURST == 262144, "key text");
-	iscsi_keys_add(&sb, "HeaderDigest", cl->cfg.header_digest ? "CRC32C" : "None");
-	iscsi_keys_add(&sb, "DataDigest", cl->cfg.data_digest ? "CRC32C" : "None");
+	iscsi_keys_add(sb, "HeaderDigest", cl->cfg.header_digest ? "CRC32C" : "None");
+	iscsi_keys_add(sb, "DataDigest", cl->cfg.data_digest ? "CRC32C" : "None");
 	snprintf(num, sizeof num, "%u", ICL_MRDSL);
-	iscsi_keys_add(&sb, "MaxRecvDataSegmentLength", num);
+	iscsi_keys_add(sb, "MaxRecvDataSegmentLength", num);
 	for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
-		iscsi_keys_add(&sb, fixed[i][0], fixed[i][1]);
-	rc = login_send(cl, &sb, true);
-	sb_free(&sb);
-	return rc;
+		iscsi_keys_add(sb, fixed[i][0], fixed[i][1]);
+	return login_send(cl, sb, true);
 }
 
 static bool key_in(const char *key, const char *const *list)
@@ -852,10 +850,12 @@ static int session_enter_ffp(struct iscsi_client *cl)
 	return capacity_start(cl, TASK_CAPACITY16);
 }
 
+/* ExpStatSN acknowledges the target's StatSN; its first one sets where numbering starts. */
 static void statsn_update(struct iscsi_client *cl, uint32_t statsn)
 {
-	if (sn_lt(cl->exp_statsn, statsn + 1))
+	if (!cl->statsn_known || sn_lt(cl->exp_statsn, statsn + 1))
 		cl->exp_statsn = statsn + 1;
+	cl->statsn_known = true;
 }
 
 /* ExpCmdSN/MaxCmdSN from any response; never backwards, invalid pairs ignored (§4.2.2.1). */
@@ -925,12 +925,9 @@ static int rx_login(struct iscsi_client *cl)
 	if (!transit) {		/* the target wants another exchange in this stage */
 		rc = login_send(cl, &answer, true);
 	} else if (login_next_stage(cl) == ISCSI_STAGE_OPERATIONAL) {
-		if (answer.len)
-			log_limited(&cl->log_limit, "upstream %s: target offered keys we do not "
-				    "know while leaving the security stage", cl->name);
 		cl->login_stage = ISCSI_STAGE_OPERATIONAL;
 		cl->login_rounds = 0;
-		rc = login_send_operational(cl);
+		rc = login_send_operational(cl, &answer);
 	} else {
 		rc = session_enter_ffp(cl);
 	}
@@ -1448,6 +1445,7 @@ static int session_login_start(struct iscsi_client *cl)
 	cl->exp_cmdsn = 1;
 	cl->max_cmdsn = 0;	/* closed until the target opens it */
 	cl->exp_statsn = 0;
+	cl->statsn_known = false;
 	cl->last_rx_ms = ev_now_ms();
 	rx_enter(cl, RX_BHS, ISCSI_BHS_LEN);
 	if (login_send_security(cl) < 0)
@@ -1476,8 +1474,10 @@ static int session_try_addr(struct iscsi_client *cl)
 		}
 		cl->watch.fd = fd;
 		cl->phase = PH_TCP;
-		if (ev_add(&cl->watch, EPOLLOUT) < 0) {
-			cl->connect_err = errno;
+		int err = ev_add(&cl->watch, EPOLLOUT);
+
+		if (err < 0) {
+			cl->connect_err = -err;
 			close(fd);
 			cl->watch.fd = -1;
 			cl->addr_idx++;

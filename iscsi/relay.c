@@ -317,9 +317,7 @@ static void relay_upstream_down(void *ctx, struct iscsi_client *cl, const char *
 {
 	struct upstream *u = ctx;
 
-	if (u->up)
-		log_msg("upstream %s: down: %s", iscsi_client_name(cl), reason);
-	u->up = false;
+	u->up = false;	/* the client logs why */
 }
 
 /* Once a second: retry parked fetches, fail the ones parked too long, sync the cache. */

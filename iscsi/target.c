@@ -268,7 +268,9 @@ static void tx_finalize(struct conn *c, struct tx_job *j)
 	put_be32(b + 28, c->exp_cmdsn);
 	put_be32(b + 32, conn_max_cmdsn(c));
 	j->hdr_len = ISCSI_BHS_LEN;
-	if (c->digests_on && c->params.header_digest) {
+	/* Digests start after the final login response, which is finalized only when it is
+	 * sent, after they were switched on (RFC 7143 §13.1). */
+	if (c->digests_on && c->params.header_digest && op != ISCSI_OP_LOGIN_RSP) {
 		uint32_t d = crc32c(0, b, ISCSI_BHS_LEN);
 
 		memcpy(j->hdigest, &d, ISCSI_DIGEST_LEN);
