@@ -36,7 +36,8 @@ FUZZ_SECONDS ?= 60
 DEB_PKGS := build-essential musl-tools clang libclang-rt-14-dev libcmocka-dev pkg-config \
             bats bats-assert bats-support curl iproute2 procps python3 \
             libiscsi-bin tgt qemu-utils qemu-system-x86 ipxe ovmf busybox-static \
-            open-iscsi libvirt-daemon-system libvirt-clients
+            open-iscsi libvirt-daemon-system libvirt-clients linux-image-amd64 \
+            dnsmasq-base nginx-light
 
 .PHONY: all host tools test unit fuzz fuzz-build deps demo bench clean
 all: $(BUILD)/virtman

@@ -1,0 +1,380 @@
+/* `virtman seed`: the boot appliance of a rack: DHCP or proxyDHCP, TFTP for the iPXE
+ * binaries, and HTTP for the iPXE script, kernel and initramfs, on one interface. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <ifaddrs.h>
+#include <limits.h>
+#include <net/if.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "appliance/seed.h"
+#include "lib/evloop.h"
+#include "lib/fs.h"
+#include "lib/http.h"
+#include "lib/log.h"
+#include "lib/net.h"
+#include "pxe/boot.h"
+#include "pxe/dhcp.h"
+#include "pxe/tftp.h"
+
+#define SEED_HTTP_PORT 8080
+#define SEED_STATE_DIR "/var/lib/virtman"
+#define SEED_IPXE_DIR "/usr/lib/ipxe"
+#define SEED_LEASE_DEFAULT 3600
+#define SEED_NOFILE_WANT 65536	/* HTTP clients and TFTP transfers each hold descriptors */
+
+static const char seed_usage[] =
+	"usage: virtman seed --iface IF [--dhcp full|proxy|off] [--pool FIRST-LAST]\n"
+	"                    [--router ADDR] [--dns ADDR[,ADDR...]] [--lease-time SECONDS]\n"
+	"                    [--kernel FILE --initrd FILE] [--append ARGS]\n"
+	"                    [--http ADDR:PORT] [--tftp-root DIR] [--state-dir DIR]\n"
+	"\n"
+	"Network-boots the hosts on the network of interface IF: PXE ROMs get iPXE over TFTP\n"
+	"(BIOS: undionly.kpxe, x86-64 UEFI: snponly.efi), UEFI HTTP boot gets ipxe.efi over\n"
+	"HTTP, and iPXE gets an HTTP script that loads --kernel and --initrd.\n"
+	"\n"
+	"  --iface IF           the interface to serve; its first IPv4 address is the seed's\n"
+	"  --dhcp MODE          full: hand out addresses from --pool (leases kept in the\n"
+	"                       state directory); proxy (default): another DHCP server hands\n"
+	"                       out addresses, the seed answers PXE clients only (ports 67\n"
+	"                       and 4011); off: no DHCP (clients configured elsewhere)\n"
+	"  --pool FIRST-LAST    addresses to lease in full mode, inside IF's subnet; the\n"
+	"                       seed's, router's and DNS servers' addresses are skipped\n"
+	"  --router ADDR        default gateway sent to clients (full mode; none if omitted)\n"
+	"  --dns ADDR[,...]     up to 4 DNS servers sent to clients (full mode; none if omitted)\n"
+	"  --lease-time SECONDS lease duration in full mode (60..31536000, default 3600)\n"
+	"  --kernel FILE        Linux kernel served as /boot/vmlinuz\n"
+	"  --initrd FILE        initramfs served as /boot/initrd.img (with --kernel)\n"
+	"  --append ARGS        extra kernel command line for every host\n"
+	"  --http ADDR:PORT     HTTP listen address (default: IF's address, port 8080); the\n"
+	"                       URLs handed to hosts use IF's address when ADDR is 0.0.0.0\n"
+	"  --tftp-root DIR      directory served over TFTP (port 69 on IF's address) and as\n"
+	"                       /ipxe/NAME over HTTP (default " SEED_IPXE_DIR ")\n"
+	"  --state-dir DIR      leases and the boot token (default " SEED_STATE_DIR ")\n"
+	"  -h, --help           this text\n"
+	"\n"
+	"HTTP routes: /boot.ipxe?mac=MAC (the iPXE script), /boot/vmlinuz, /boot/initrd.img,\n"
+	"/ipxe/NAME, /metrics. Hosts get virtman.seed=URL and virtman.token=TOKEN on their\n"
+	"kernel command line; the token is made once and kept in the state directory.\n"
+	"\n"
+	"Exit status: 0 after SIGTERM/SIGINT, 1 when it cannot start (no such interface, port\n"
+	"in use, missing file), 2 for bad usage.\n";
+
+struct seed_options {
+	const char *iface, *dhcp, *pool, *router, *dns, *lease_time;
+	const char *kernel, *initrd, *append, *http, *tftp_root, *state_dir;
+};
+
+/* The configuration the servers keep pointers into for the life of the process. */
+static struct dhcp_server_config seed_dhcp;
+static struct tftp_config seed_tftp;
+static struct boot_config seed_boot;
+static char seed_lease_path[PATH_MAX];
+static char seed_ipxe_dir[PATH_MAX];
+
+static struct in_addr seed_parse_addr(const char *flag, const char *s)
+{
+	struct in_addr a;
+
+	if (inet_pton(AF_INET, s, &a) != 1)
+		die(EXIT_USAGE, "%s %s: expected an IPv4 address", flag, s);
+	return a;
+}
+
+/* Finds the first IPv4 address and netmask of iface. */
+static void seed_iface_addr(const char *iface, struct in_addr *addr, struct in_addr *mask)
+{
+	struct ifaddrs *ifs, *i;
+
+	if (if_nametoindex(iface) == 0)
+		die(EXIT_START, "--iface %s: no such interface", iface);
+	if (getifaddrs(&ifs) < 0)
+		die(EXIT_START, "cannot list interface addresses: %s", strerror(errno));
+	for (i = ifs; i; i = i->ifa_next)
+		if (i->ifa_addr && i->ifa_netmask && i->ifa_addr->sa_family == AF_INET &&
+		    strcmp(i->ifa_name, iface) == 0)
+			break;
+	if (!i) {
+		freeifaddrs(ifs);
+		die(EXIT_START, "--iface %s: the interface has no IPv4 address", iface);
+	}
+	*addr = ((struct sockaddr_in *)(void *)i->ifa_addr)->sin_addr;
+	*mask = ((struct sockaddr_in *)(void *)i->ifa_netmask)->sin_addr;
+	freeifaddrs(ifs);
+}
+
+static int seed_same_subnet(struct in_addr a, struct in_addr b, struct in_addr mask)
+{
+	return (a.s_addr & mask.s_addr) == (b.s_addr & mask.s_addr);
+}
+
+static void seed_parse_pool(const char *pool, struct in_addr *first, struct in_addr *last)
+{
+	char buf[2 * INET_ADDRSTRLEN];
+	char *dash;
+
+	if (strlen(pool) >= sizeof buf || !(dash = strchr(strcpy(buf, pool), '-')))
+		die(EXIT_USAGE, "--pool %s: expected FIRST-LAST", pool);
+	*dash = '\0';
+	*first = seed_parse_addr("--pool", buf);
+	*last = seed_parse_addr("--pool", dash + 1);
+	if (ntohl(last->s_addr) < ntohl(first->s_addr))
+		die(EXIT_USAGE, "--pool %s: LAST is below FIRST", pool);
+	if (ntohl(last->s_addr) - ntohl(first->s_addr) >= LEASE_POOL_MAX)
+		die(EXIT_USAGE, "--pool %s: more than %d addresses", pool, LEASE_POOL_MAX);
+}
+
+static void seed_parse_dns(const char *list, struct dhcp_config *cfg)
+{
+	char buf[256], *save = NULL;
+
+	if (strlen(list) >= sizeof buf)
+		die(EXIT_USAGE, "--dns: list too long");
+	strcpy(buf, list);
+	for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		if (cfg->ndns == DHCP_DNS_MAX)
+			die(EXIT_USAGE, "--dns: at most %d servers", DHCP_DNS_MAX);
+		cfg->dns[cfg->ndns++] = seed_parse_addr("--dns", tok);
+	}
+	if (cfg->ndns == 0)
+		die(EXIT_USAGE, "--dns: no address given");
+}
+
+static void seed_check_readable(const char *flag, const char *path)
+{
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		die(EXIT_START, "%s %s: %s", flag, path, strerror(errno));
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+		die(EXIT_START, "%s %s: not a regular file", flag, path);
+	close(fd);
+}
+
+/* The first of names that TFTP can serve from root (confined: no symlink out of it). */
+static const char *seed_pick_tftp(int rootfd, const char *const *names)
+{
+	for (; *names; names++) {
+		int fd = fs_open_beneath(rootfd, *names);
+
+		if (fd >= 0) {
+			close(fd);
+			return *names;
+		}
+	}
+	return NULL;
+}
+
+/* The first of names that HTTP can serve from dir (the operator's directory: symlinks in it
+ * are followed, as Debian's ipxe.efi is one). */
+static const char *seed_pick_http(const char *dir, const char *const *names)
+{
+	char path[PATH_MAX];
+
+	for (; *names; names++) {
+		if (snprintf(path, sizeof path, "%s/%s", dir, *names) < (int)sizeof path &&
+		    access(path, R_OK) == 0)
+			return *names;
+	}
+	return NULL;
+}
+
+static void seed_boot_files(const char *root)
+{
+	static const char *const bios[] = { "undionly.kpxe", NULL };
+	static const char *const efi[] = { "snponly.efi", "ipxe.efi", NULL };
+	static const char *const http_efi[] = { "ipxe.efi", "snponly.efi", NULL };
+	static char http_path[NAME_MAX + 8];
+	const char *name;
+	int rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+
+	if (rootfd < 0)
+		die(EXIT_START, "--tftp-root %s: %s", root, strerror(errno));
+	seed_dhcp.dhcp.bios_file = seed_pick_tftp(rootfd, bios);
+	seed_dhcp.dhcp.efi_file = seed_pick_tftp(rootfd, efi);
+	close(rootfd);
+	if ((name = seed_pick_http(root, http_efi))) {
+		snprintf(http_path, sizeof http_path, "/ipxe/%s", name);
+		seed_dhcp.dhcp.http_boot_path = http_path;
+	}
+	if (!seed_dhcp.dhcp.bios_file)
+		log_msg("%s has no undionly.kpxe: BIOS PXE clients get no boot file", root);
+	if (!seed_dhcp.dhcp.efi_file)
+		log_msg("%s has no snponly.efi or ipxe.efi: UEFI PXE clients get no boot file",
+			root);
+}
+
+static void seed_raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= SEED_NOFILE_WANT)
+		return;
+	rl.rlim_cur = rl.rlim_max < SEED_NOFILE_WANT ? rl.rlim_max : SEED_NOFILE_WANT;
+	setrlimit(RLIMIT_NOFILE, &rl);
+}
+
+/* Checks the flags against each other and the interface, and fills the configurations. */
+static void seed_configure(const struct seed_options *o, struct sockaddr_storage *http_ss,
+			   socklen_t *http_len)
+{
+	struct dhcp_config *dc = &seed_dhcp.dhcp;
+	struct sockaddr_in *hs = (struct sockaddr_in *)http_ss;
+	struct in_addr addr, mask, url_addr;
+	char http_default[INET_ADDRSTRLEN + 8], addr_s[INET_ADDRSTRLEN];
+	uint64_t secs = SEED_LEASE_DEFAULT;
+
+	if (strcmp(o->dhcp, "full") == 0)
+		dc->mode = DHCP_FULL;
+	else if (strcmp(o->dhcp, "proxy") == 0)
+		dc->mode = DHCP_PROXY;
+	else if (strcmp(o->dhcp, "off") == 0)
+		dc->mode = DHCP_OFF;
+	else
+		die(EXIT_USAGE, "--dhcp %s: expected full, proxy or off", o->dhcp);
+	if (dc->mode == DHCP_FULL && !o->pool)
+		die(EXIT_USAGE, "--dhcp full needs --pool FIRST-LAST");
+	if (dc->mode != DHCP_FULL && (o->pool || o->router || o->dns || o->lease_time))
+		die(EXIT_USAGE, "--pool, --router, --dns and --lease-time need --dhcp full");
+	if (o->pool)
+		seed_parse_pool(o->pool, &seed_dhcp.pool_first, &seed_dhcp.pool_last);
+	if (o->router)
+		dc->router = seed_parse_addr("--router", o->router);
+	if (o->dns)
+		seed_parse_dns(o->dns, dc);
+	if (o->lease_time && parse_u64(o->lease_time, 60, 31536000, &secs) < 0)
+		die(EXIT_USAGE, "--lease-time %s: expected 60..31536000 seconds", o->lease_time);
+	dc->lease_secs = (uint32_t)secs;
+	if (!o->kernel != !o->initrd)
+		die(EXIT_USAGE, "--kernel and --initrd go together");
+	if (o->append && strlen(o->append) > BOOT_APPEND_MAX)
+		die(EXIT_USAGE, "--append: longer than %d characters", BOOT_APPEND_MAX);
+	if (o->append && strpbrk(o->append, "\n\r"))
+		die(EXIT_USAGE, "--append: must be one line");
+
+	seed_iface_addr(o->iface, &addr, &mask);
+	inet_ntop(AF_INET, &addr, addr_s, sizeof addr_s);
+	snprintf(http_default, sizeof http_default, "%s:%d", addr_s, SEED_HTTP_PORT);
+	if (parse_hostport(o->http ? o->http : http_default, http_ss, http_len) < 0 ||
+	    http_ss->ss_family != AF_INET)
+		die(EXIT_USAGE, "--http %s: expected IPv4ADDR:PORT", o->http);
+	url_addr = hs->sin_addr.s_addr == htonl(INADDR_ANY) ? addr : hs->sin_addr;
+	inet_ntop(AF_INET, &url_addr, addr_s, sizeof addr_s);
+	snprintf(dc->http_base, sizeof dc->http_base, "http://%s:%u", addr_s,
+		 ntohs(hs->sin_port));
+	memcpy(seed_boot.http_base, dc->http_base, sizeof seed_boot.http_base);
+	dc->server = addr;
+	dc->netmask = mask;
+	if (o->pool && (!seed_same_subnet(seed_dhcp.pool_first, addr, mask) ||
+			!seed_same_subnet(seed_dhcp.pool_last, addr, mask)))
+		die(EXIT_START, "--pool %s is not inside %s's subnet", o->pool, o->iface);
+	seed_dhcp.iface = o->iface;
+
+	if (o->kernel) {
+		seed_check_readable("--kernel", o->kernel);
+		seed_check_readable("--initrd", o->initrd);
+	}
+	seed_boot.kernel = o->kernel;
+	seed_boot.initrd = o->initrd;
+	seed_boot.append = o->append;
+	if (!realpath(o->tftp_root, seed_ipxe_dir))
+		die(EXIT_START, "--tftp-root %s: %s", o->tftp_root, strerror(errno));
+	seed_boot.ipxe_dir = seed_ipxe_dir;
+	seed_boot_files(seed_ipxe_dir);
+	seed_tftp = (struct tftp_config){ .addr = addr, .port = TFTP_PORT, .iface = o->iface,
+					  .root = seed_ipxe_dir };
+}
+
+static void seed_state(const char *dir)
+{
+	int err = fs_mkdir_p(dir, 0755);
+
+	if (err < 0)
+		die(EXIT_START, "--state-dir %s: %s", dir, strerror(-err));
+	if (snprintf(seed_lease_path, sizeof seed_lease_path, "%s/dhcp-leases", dir) >=
+	    (int)sizeof seed_lease_path)
+		die(EXIT_USAGE, "--state-dir %s: path too long", dir);
+	seed_dhcp.lease_file = seed_lease_path;
+	if ((err = boot_token_load(dir, seed_boot.token)) < 0)
+		die(EXIT_START, "boot token in %s: %s", dir, strerror(-err));
+}
+
+int cmd_seed(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "iface", required_argument, NULL, 'i' },
+		{ "dhcp", required_argument, NULL, 'd' },
+		{ "pool", required_argument, NULL, 'p' },
+		{ "router", required_argument, NULL, 'r' },
+		{ "dns", required_argument, NULL, 'n' },
+		{ "lease-time", required_argument, NULL, 'L' },
+		{ "kernel", required_argument, NULL, 'k' },
+		{ "initrd", required_argument, NULL, 'I' },
+		{ "append", required_argument, NULL, 'a' },
+		{ "http", required_argument, NULL, 'H' },
+		{ "tftp-root", required_argument, NULL, 't' },
+		{ "state-dir", required_argument, NULL, 's' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct seed_options o = { .dhcp = "proxy", .tftp_root = SEED_IPXE_DIR,
+				  .state_dir = SEED_STATE_DIR };
+	struct sockaddr_storage http_ss;
+	socklen_t http_len;
+	const char *what = "";
+	int opt, err;
+
+	log_set_prefix("virtman seed");
+	while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'i': o.iface = optarg; break;
+		case 'd': o.dhcp = optarg; break;
+		case 'p': o.pool = optarg; break;
+		case 'r': o.router = optarg; break;
+		case 'n': o.dns = optarg; break;
+		case 'L': o.lease_time = optarg; break;
+		case 'k': o.kernel = optarg; break;
+		case 'I': o.initrd = optarg; break;
+		case 'a': o.append = optarg; break;
+		case 'H': o.http = optarg; break;
+		case 't': o.tftp_root = optarg; break;
+		case 's': o.state_dir = optarg; break;
+		case 'h': fputs(seed_usage, stdout); return 0;
+		default: fputs(seed_usage, stderr); return EXIT_USAGE;
+		}
+	}
+	if (optind != argc)
+		die(EXIT_USAGE, "unexpected argument '%s' (see --help)", argv[optind]);
+	if (!o.iface)
+		die(EXIT_USAGE, "--iface IF is required (see --help)");
+	seed_configure(&o, &http_ss, &http_len);
+	seed_state(o.state_dir);
+	seed_raise_nofile();
+	boot_http_init(&seed_boot);
+	if ((err = ev_init()) < 0)
+		die(EXIT_START, "event loop: %s", strerror(-err));
+	if ((err = http_serve(&http_ss, http_len, boot_http_handler)) < 0)
+		die(EXIT_START, "cannot listen on %s for HTTP: %s", seed_boot.http_base,
+		    strerror(-err));
+	if ((err = tftp_start(&seed_tftp)) < 0)
+		die(EXIT_START, "cannot serve TFTP on %s port %d: %s", o.iface, TFTP_PORT,
+		    strerror(-err));
+	if (seed_dhcp.dhcp.mode != DHCP_OFF &&
+	    (err = dhcp_server_start(&seed_dhcp, &what)) < 0)
+		die(EXIT_START, "DHCP on %s: %s: %s", o.iface, what, strerror(-err));
+	log_msg("serving %s: DHCP %s, TFTP %s, HTTP %s, state in %s", o.iface, o.dhcp,
+		seed_ipxe_dir, seed_boot.http_base, o.state_dir);
+	err = ev_run();
+	if (err < 0)
+		die(EXIT_START, "event loop: %s", strerror(-err));
+	log_msg("stopping on signal %d", err);
+	return 0;
+}
