@@ -1,8 +1,10 @@
 /* virtman: one multi-call binary for every job (seed, export, agent, operator commands). */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "appliance/seed.h"
+#include "appliance/status.h"
 #include "hostagent/agent.h"
 #include "iscsi/export.h"
 #include "iscsi/manifest.h"
@@ -17,7 +19,8 @@ struct command {
 static const struct command commands[] = {
 	{ "agent", cmd_agent, "the host agent, started by the boot image's init" },
 	{ "export", cmd_export, "serve a disk image read-only over iSCSI" },
-	{ "seed", cmd_seed, "network-boot a rack: DHCP/proxyDHCP, TFTP, HTTP" },
+	{ "seed", cmd_seed, "the rack's boot appliance: DHCP, TFTP, HTTP, coordinator, root export" },
+	{ "status", cmd_status, "print the rack as the seed sees it" },
 	{ "manifest", cmd_manifest, "write the per-chunk SHA-256 manifest of an image" },
 };
 

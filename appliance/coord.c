@@ -138,12 +138,13 @@ static void coord_place(struct coord *c, struct coord_host *h)
 	h->live = true;
 }
 
-static void coord_url(const struct coord *c, struct in_addr addr, char *out, size_t len)
+static void coord_url(const struct coord *c, struct in_addr addr, uint16_t port, char *out,
+		      size_t len)
 {
 	char ip[INET_ADDRSTRLEN];
 
 	inet_ntop(AF_INET, &addr, ip, sizeof ip);
-	snprintf(out, len, "iscsi://%s:%u/%s/0", ip, c->cfg.iscsi_port, c->cfg.iqn);
+	snprintf(out, len, "iscsi://%s:%u/%s/0", ip, port, c->cfg.iqn);
 }
 
 int coord_upstreams(const struct coord *c, int id, char urls[][128], int max)
@@ -155,19 +156,20 @@ int coord_upstreams(const struct coord *c, int id, char urls[][128], int max)
 		return 0;
 	p = coord_host_const(c, h->parent);
 	if (p) {
-		coord_url(c, p->addr, urls[n++], 128);
+		coord_url(c, p->addr, c->cfg.iscsi_port, urls[n++], 128);
 		/* The uncle: another live child of the grandparent, for spreading and failover. */
 		for (int i = 0; i < c->nhosts; i++) {
 			const struct coord_host *u = &c->hosts[i];
 
 			if (u->live && u->id != p->id && u->id != h->id && u->parent == p->parent &&
 			    !coord_in_subtree(c, u->id, h->id)) {
-				coord_url(c, u->addr, urls[n++], 128);
+				coord_url(c, u->addr, c->cfg.iscsi_port, urls[n++], 128);
 				break;
 			}
 		}
 	}
-	coord_url(c, c->cfg.seed_addr, urls[n++], 128);
+	coord_url(c, c->cfg.seed_addr, c->cfg.root_port ? c->cfg.root_port : c->cfg.iscsi_port,
+		  urls[n++], 128);
 	return n;
 }
 

@@ -26,7 +26,8 @@ struct coord_config {
 	uint32_t memory_mib;
 	uint32_t prefix_len;		/* hosts of one subnet of this length are grouped */
 	struct in_addr seed_addr;
-	uint16_t iscsi_port;		/* where every relay and the root listen */
+	uint16_t iscsi_port;		/* where every host's relay listens */
+	uint16_t root_port;		/* where the seed's root export listens (0: iscsi_port) */
 	const char *iqn;		/* the image's target name */
 	const char *manifest_url;
 	const char *token;		/* boot token hosts must present */

@@ -14,7 +14,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "appliance/api.h"
+#include "appliance/coord.h"
 #include "appliance/seed.h"
+#include "iscsi/keys.h"
+#include "iscsi/manifest.h"
+#include "iscsi/target.h"
 #include "lib/evloop.h"
 #include "lib/fs.h"
 #include "lib/http.h"
@@ -35,6 +40,9 @@ static const char seed_usage[] =
 	"                    [--router ADDR] [--dns ADDR[,ADDR...]] [--lease-time SECONDS]\n"
 	"                    [--kernel FILE --initrd FILE] [--append ARGS]\n"
 	"                    [--http ADDR:PORT] [--tftp-root DIR] [--state-dir DIR]\n"
+	"                    [--image FILE [--iqn IQN] [--iscsi ADDR:PORT] [--chunk-size BYTES]\n"
+	"                     [--vms-per-host N] [--vcpus N] [--memory MIB] [--fanout K]\n"
+	"                     [--heartbeat SECONDS]]\n"
 	"\n"
 	"Network-boots the hosts on the network of interface IF: PXE ROMs get iPXE over TFTP\n"
 	"(BIOS: undionly.kpxe, x86-64 UEFI: snponly.efi), UEFI HTTP boot gets ipxe.efi over\n"
@@ -57,10 +65,28 @@ static const char seed_usage[] =
 	"                       URLs handed to hosts use IF's address when ADDR is 0.0.0.0\n"
 	"  --tftp-root DIR      directory served over TFTP (port 69 on IF's address) and as\n"
 	"                       /ipxe/NAME over HTTP (default " SEED_IPXE_DIR ")\n"
-	"  --state-dir DIR      leases and the boot token (default " SEED_STATE_DIR ")\n"
+	"  --state-dir DIR      leases, the boot token, the rack and the image's manifest\n"
+	"                       (default " SEED_STATE_DIR ")\n"
+	"  --image FILE         the raw VM image every host attaches: the seed digests it\n"
+	"                       (manifest kept in the state directory until the file changes),\n"
+	"                       exports it over iSCSI as the root of the tree, and coordinates\n"
+	"                       the hosts (registration, tree, heartbeats) over its HTTP API\n"
+	"  --iqn IQN            the image's target name (default iqn.2026-11.org.virtman:\n"
+	"                       <basename of FILE>)\n"
+	"  --iscsi ADDR:PORT    where the root export listens (default: IF's address, 3260)\n"
+	"  --chunk-size BYTES   manifest chunk size (default 1048576)\n"
+	"  --vms-per-host N     VMs each host starts (0..32, default 2)\n"
+	"  --vcpus N            vCPUs per VM (1..64, default 1)\n"
+	"  --memory MIB         memory per VM (16..1048576, default 256)\n"
+	"  --fanout K           children per node of the tree, the seed included (1..64,\n"
+	"                       default 2; 1 makes a chain)\n"
+	"  --heartbeat SECONDS  agents report this often; a host silent for 3 is lost and its\n"
+	"                       children are re-parented (1..300, default 5)\n"
 	"  -h, --help           this text\n"
 	"\n"
-	"HTTP routes: /boot.ipxe?mac=MAC (the iPXE script), /boot/vmlinuz, /boot/initrd.img,\n"
+	"HTTP routes: / (dashboard), /api/v1/hosts (GET: JSON; POST: register), /api/v1/tree,\n"
+	"/api/v1/status, /api/v1/hosts/ID/heartbeat, /api/v1/hosts/ID/log, /api/v1/manifest,\n"
+	"/boot.ipxe?mac=MAC (the iPXE script), /boot/vmlinuz, /boot/initrd.img,\n"
 	"/ipxe/NAME, /metrics. Hosts get virtman.seed=URL and virtman.token=TOKEN on their\n"
 	"kernel command line; the token is made once and kept in the state directory.\n"
 	"\n"
@@ -70,6 +96,7 @@ static const char seed_usage[] =
 struct seed_options {
 	const char *iface, *dhcp, *pool, *router, *dns, *lease_time;
 	const char *kernel, *initrd, *append, *http, *tftp_root, *state_dir;
+	const char *image, *iqn, *iscsi, *chunk_size, *vms, *vcpus, *memory, *fanout, *heartbeat;
 };
 
 /* The configuration the servers keep pointers into for the life of the process. */
@@ -78,6 +105,12 @@ static struct tftp_config seed_tftp;
 static struct boot_config seed_boot;
 static char seed_lease_path[PATH_MAX];
 static char seed_ipxe_dir[PATH_MAX];
+static char seed_manifest_path[PATH_MAX];
+static char seed_rack_path[PATH_MAX];
+static char seed_iqn[ISCSI_NAME_MAX + 1];
+static char seed_manifest_url[BOOT_BASE_MAX + 32];
+static struct target_config seed_target;
+static struct coord seed_coord;
 
 static struct in_addr seed_parse_addr(const char *flag, const char *s)
 {
@@ -307,6 +340,121 @@ static void seed_state(const char *dir)
 		die(EXIT_START, "boot token in %s: %s", dir, strerror(-err));
 }
 
+static uint32_t seed_number(const char *flag, const char *s, uint64_t min, uint64_t max,
+			    uint64_t dflt)
+{
+	uint64_t v = dflt;
+
+	if (s && parse_u64(s, min, max, &v) < 0)
+		die(EXIT_USAGE, "%s %s: expected a number from %llu to %llu", flag, s,
+		    (unsigned long long)min, (unsigned long long)max);
+	return (uint32_t)v;
+}
+
+/* Reuses the manifest in the state directory while the image file is unchanged (same
+ * device, inode, size, mtime and chunk size): digesting a big image takes a while. */
+static void seed_manifest(const char *image, const char *state_dir, uint32_t chunk)
+{
+	char stamp_path[PATH_MAX], want[256], have[256], err[512];
+	struct stat st;
+
+	if (stat(image, &st) < 0)
+		die(EXIT_START, "--image %s: %s", image, strerror(errno));
+	snprintf(seed_manifest_path, sizeof seed_manifest_path, "%s/image.manifest", state_dir);
+	snprintf(stamp_path, sizeof stamp_path, "%s/image.manifest.source", state_dir);
+	snprintf(want, sizeof want, "%llu %llu %llu %lld.%09ld %u\n",
+		 (unsigned long long)st.st_dev, (unsigned long long)st.st_ino,
+		 (unsigned long long)st.st_size, (long long)st.st_mtim.tv_sec,
+		 st.st_mtim.tv_nsec, chunk);
+	FILE *f = fopen(stamp_path, "re");
+
+	if (f && fgets(have, sizeof have, f) && strcmp(have, want) == 0 &&
+	    access(seed_manifest_path, R_OK) == 0) {
+		fclose(f);
+		return;
+	}
+	if (f)
+		fclose(f);
+	log_msg("digesting %s into %s", image, seed_manifest_path);
+	if (manifest_create(image, seed_manifest_path, chunk, err, sizeof err) < 0)
+		die(EXIT_START, "%s", err);
+	f = fopen(stamp_path, "we");
+	if (!f || fputs(want, f) < 0 || fclose(f) != 0)
+		die(EXIT_START, "cannot write %s", stamp_path);
+}
+
+/* The root of the tree: exports the image and coordinates the hosts that attach it. */
+static void seed_image(const struct seed_options *o, struct in_addr addr)
+{
+	struct coord_config cc = { 0 };
+	struct manifest m;
+	char err[512], listen_default[INET_ADDRSTRLEN + 8], addr_s[INET_ADDRSTRLEN];
+	const char *base;
+	uint32_t chunk = seed_number("--chunk-size", o->chunk_size, MANIFEST_CHUNK_MIN,
+				     MANIFEST_CHUNK_MAX, MANIFEST_CHUNK_DEFAULT);
+	int fd, err_no;
+
+	if (chunk & (chunk - 1))
+		die(EXIT_USAGE, "--chunk-size %s: a power of two", o->chunk_size);
+	base = strrchr(o->image, '/');
+	base = base ? base + 1 : o->image;
+	if (o->iqn)
+		snprintf(seed_iqn, sizeof seed_iqn, "%s", o->iqn);
+	else {
+		int n = snprintf(seed_iqn, sizeof seed_iqn, "iqn.2026-11.org.virtman:");
+
+		for (; *base && n < ISCSI_NAME_MAX; base++) {
+			char ch = *base >= 'A' && *base <= 'Z' ? (char)(*base - 'A' + 'a') : *base;
+
+			seed_iqn[n++] = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+					ch == '.' || ch == '-' ? ch : '-';
+		}
+		seed_iqn[n] = '\0';
+	}
+	if (strncmp(seed_iqn, "iqn.", 4) != 0 || strspn(seed_iqn, "abcdefghijklmnopqrstuvwxyz"
+			"0123456789.-:") != strlen(seed_iqn))
+		die(EXIT_USAGE, "--iqn %s: not a valid iSCSI name", seed_iqn);
+	seed_manifest(o->image, o->state_dir, chunk);
+	if (manifest_load(seed_manifest_path, &m, err, sizeof err) < 0)
+		die(EXIT_START, "%s", err);
+	fd = open(o->image, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		die(EXIT_START, "--image %s: %s", o->image, strerror(errno));
+	seed_target.iqn = seed_iqn;
+	seed_target.image_fd = fd;
+	seed_target.image_size = m.size;
+	target_disk_init(&seed_target.disk, seed_iqn, m.size);
+	manifest_free(&m);
+	inet_ntop(AF_INET, &addr, addr_s, sizeof addr_s);
+	snprintf(listen_default, sizeof listen_default, "%s:3260", addr_s);
+	if (parse_hostport(o->iscsi ? o->iscsi : listen_default, &seed_target.listen,
+			   &seed_target.listen_len) < 0 || seed_target.listen.ss_family != AF_INET)
+		die(EXIT_USAGE, "--iscsi %s: expected IPv4ADDR:PORT", o->iscsi);
+	if ((err_no = target_start(&seed_target)) < 0)
+		die(EXIT_START, "cannot listen on %s for iSCSI: %s",
+		    o->iscsi ? o->iscsi : listen_default, strerror(-err_no));
+	snprintf(seed_manifest_url, sizeof seed_manifest_url, "%s/api/v1/manifest",
+		 seed_boot.http_base);
+	snprintf(seed_rack_path, sizeof seed_rack_path, "%s/rack", o->state_dir);
+	cc.fanout = seed_number("--fanout", o->fanout, 1, 64, 2);
+	cc.heartbeat_s = seed_number("--heartbeat", o->heartbeat, 1, 300, 5);
+	cc.vms_per_host = seed_number("--vms-per-host", o->vms, 0, COORD_VMS_MAX, 2);
+	cc.vcpus = seed_number("--vcpus", o->vcpus, 1, 64, 1);
+	cc.memory_mib = seed_number("--memory", o->memory, 16, 1048576, 256);
+	cc.prefix_len = (uint32_t)__builtin_popcount(seed_dhcp.dhcp.netmask.s_addr);
+	cc.seed_addr = addr;
+	cc.iscsi_port = 3260;
+	cc.root_port = ntohs(((struct sockaddr_in *)&seed_target.listen)->sin_port);
+	cc.iqn = seed_iqn;
+	cc.manifest_url = seed_manifest_url;
+	cc.token = seed_boot.token;
+	cc.state_path = seed_rack_path;
+	coord_init(&seed_coord, &cc);
+	api_init(&seed_coord, seed_manifest_path);
+	log_msg("image %s: %llu bytes, root export %s on port %u, fan-out %u", o->image,
+		(unsigned long long)seed_target.image_size, seed_iqn, cc.root_port, cc.fanout);
+}
+
 int cmd_seed(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -322,6 +470,15 @@ int cmd_seed(int argc, char **argv)
 		{ "http", required_argument, NULL, 'H' },
 		{ "tftp-root", required_argument, NULL, 't' },
 		{ "state-dir", required_argument, NULL, 's' },
+		{ "image", required_argument, NULL, 'M' },
+		{ "iqn", required_argument, NULL, 'Q' },
+		{ "iscsi", required_argument, NULL, 'S' },
+		{ "chunk-size", required_argument, NULL, 'C' },
+		{ "vms-per-host", required_argument, NULL, 'V' },
+		{ "vcpus", required_argument, NULL, 'U' },
+		{ "memory", required_argument, NULL, 'm' },
+		{ "fanout", required_argument, NULL, 'F' },
+		{ "heartbeat", required_argument, NULL, 'B' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -347,6 +504,15 @@ int cmd_seed(int argc, char **argv)
 		case 'H': o.http = optarg; break;
 		case 't': o.tftp_root = optarg; break;
 		case 's': o.state_dir = optarg; break;
+		case 'M': o.image = optarg; break;
+		case 'Q': o.iqn = optarg; break;
+		case 'S': o.iscsi = optarg; break;
+		case 'C': o.chunk_size = optarg; break;
+		case 'V': o.vms = optarg; break;
+		case 'U': o.vcpus = optarg; break;
+		case 'm': o.memory = optarg; break;
+		case 'F': o.fanout = optarg; break;
+		case 'B': o.heartbeat = optarg; break;
 		case 'h': fputs(seed_usage, stdout); return 0;
 		default: fputs(seed_usage, stderr); return EXIT_USAGE;
 		}
@@ -361,7 +527,15 @@ int cmd_seed(int argc, char **argv)
 	boot_http_init(&seed_boot);
 	if ((err = ev_init()) < 0)
 		die(EXIT_START, "event loop: %s", strerror(-err));
-	if ((err = http_serve(&http_ss, http_len, boot_http_handler)) < 0)
+	if (o.image)
+		seed_image(&o, seed_dhcp.dhcp.server);
+	else if (o.iqn || o.iscsi || o.chunk_size || o.vms || o.vcpus || o.memory || o.fanout ||
+		 o.heartbeat)
+		die(EXIT_USAGE, "--iqn, --iscsi, --chunk-size, --vms-per-host, --vcpus, --memory, "
+			       "--fanout and --heartbeat need --image");
+	else
+		api_init(NULL, NULL);
+	if ((err = http_serve(&http_ss, http_len, api_http_handler)) < 0)
 		die(EXIT_START, "cannot listen on %s for HTTP: %s", seed_boot.http_base,
 		    strerror(-err));
 	if ((err = tftp_start(&seed_tftp)) < 0)
@@ -376,5 +550,7 @@ int cmd_seed(int argc, char **argv)
 	if (err < 0)
 		die(EXIT_START, "event loop: %s", strerror(-err));
 	log_msg("stopping on signal %d", err);
+	if (o.image)
+		coord_save(&seed_coord);	/* the last second of heartbeats too */
 	return 0;
 }

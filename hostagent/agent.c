@@ -32,7 +32,7 @@
 #include "lib/net.h"
 #include "lib/sha256.h"
 
-#define AGENT_RUN_DIR "/run/virtman"
+#define AGENT_RUN_DIR "/run/virtman"	/* default --run-dir */
 #define AGENT_ISCSI_PORT 3260
 #define AGENT_METRICS_PORT 9100
 #define AGENT_HTTP_TIMEOUT_MS 10000
@@ -59,6 +59,9 @@ struct agent {
 	char cache[256];		/* "tmpfs", a block device, or a directory */
 	char iface[IF_NAMESIZE];
 	char attach[16];		/* "open-iscsi" or "none" */
+	char run_dir[200];		/* upstreams file, manifest */
+	char upstreams_path[256];
+	char manifest_path[256];
 	bool debug;
 	bool verify;			/* read the attached disk whole and report its SHA-256 */
 	/* learnt */
@@ -90,7 +93,7 @@ static volatile sig_atomic_t agent_stopping;
 
 static const char agent_usage[] =
 	"usage: virtman agent [--seed URL] [--token T] [--iface IF] [--cache tmpfs|DEV|DIR]\n"
-	"                     [--attach open-iscsi|none] [--verify] [--debug]\n"
+	"                     [--attach open-iscsi|none] [--run-dir DIR] [--verify] [--debug]\n"
 	"\n"
 	"The host agent, started by the boot image's init. Brings the boot NIC up (DHCP with\n"
 	"busybox udhcpc unless it already has an address), registers with the seed, runs the\n"
@@ -105,6 +108,8 @@ static const char agent_usage[] =
 	"  --cache SPEC      tmpfs (default), a block device (formatted once, label\n"
 	"                    virtman-cache, kept across reboots) or a directory\n"
 	"  --attach MODE     open-iscsi (default): attach the image locally; none: relay only\n"
+	"  --run-dir DIR     where the relay's upstream list and manifest go\n"
+	"                    (default " AGENT_RUN_DIR ")\n"
 	"  --verify          read the attached disk whole and report its SHA-256\n"
 	"  --debug           more output on the console\n";
 
@@ -331,8 +336,8 @@ static void agent_write_upstreams(void)
 
 	for (int i = 0; i < agent.nupstreams; i++)
 		sb_printf(&sb, "%s\n", agent.upstreams[i]);
-	if (agent_write_file(AGENT_RUN_DIR "/upstreams", sb.data ? sb.data : "") < 0)
-		agent_log("cannot write %s/upstreams: %s", AGENT_RUN_DIR, strerror(errno));
+	if (agent_write_file(agent.upstreams_path, sb.data ? sb.data : "") < 0)
+		agent_log("cannot write %s: %s", agent.upstreams_path, strerror(errno));
 	sb_free(&sb);
 	if (agent.relay_pid > 0)
 		kill(agent.relay_pid, SIGHUP);
@@ -531,7 +536,7 @@ static int agent_step_manifest(void)
 	if (rc == 0) {
 		manifest_free(&m);
 		sb_add(&resp.body, "", 1);
-		rc = agent_write_file(AGENT_RUN_DIR "/image.manifest", resp.body.data);
+		rc = agent_write_file(agent.manifest_path, resp.body.data);
 	} else {
 		agent_stage("failed", "the seed's manifest is bad: %s", err);
 	}
@@ -607,8 +612,8 @@ static int agent_step_relay(void)
 	snprintf(listen, sizeof listen, "0.0.0.0:%d", AGENT_ISCSI_PORT);
 	snprintf(metrics, sizeof metrics, "0.0.0.0:%d", AGENT_METRICS_PORT);
 	snprintf(name, sizeof name, "iqn.2026-11.org.virtman:host-%d", agent.host_id);
-	char *argv[] = { self, "export", "--upstreams-file", AGENT_RUN_DIR "/upstreams",
-			 "--cache", agent.cache_dir, "--manifest", AGENT_RUN_DIR "/image.manifest",
+	char *argv[] = { self, "export", "--upstreams-file", agent.upstreams_path,
+			 "--cache", agent.cache_dir, "--manifest", agent.manifest_path,
 			 "--listen", listen, "--iqn", agent.iqn, "--metrics", metrics,
 			 "--initiator-name", name, NULL };
 
@@ -832,6 +837,7 @@ int cmd_agent(int argc, char **argv)
 		{ "attach", required_argument, NULL, 'a' },
 		{ "verify", no_argument, NULL, 'v' },
 		{ "debug", no_argument, NULL, 'd' },
+		{ "run-dir", required_argument, NULL, 'r' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -841,6 +847,7 @@ int cmd_agent(int argc, char **argv)
 
 	log_set_prefix("virtman agent");
 	snprintf(agent.attach, sizeof agent.attach, "open-iscsi");
+	snprintf(agent.run_dir, sizeof agent.run_dir, "%s", AGENT_RUN_DIR);
 	agent.heartbeat_s = 5;
 	agent_cmdline();
 	while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -856,6 +863,7 @@ int cmd_agent(int argc, char **argv)
 			break;
 		case 'v': agent.verify = true; break;
 		case 'd': agent.debug = true; break;
+		case 'r': snprintf(agent.run_dir, sizeof agent.run_dir, "%s", optarg); break;
 		case 'h': fputs(agent_usage, stdout); return 0;
 		default: fputs(agent_usage, stderr); return EXIT_USAGE;
 		}
@@ -867,8 +875,11 @@ int cmd_agent(int argc, char **argv)
 	signal(SIGTERM, agent_on_signal);
 	signal(SIGINT, agent_on_signal);
 	signal(SIGPIPE, SIG_IGN);
+	snprintf(agent.upstreams_path, sizeof agent.upstreams_path, "%s/upstreams", agent.run_dir);
+	snprintf(agent.manifest_path, sizeof agent.manifest_path, "%s/image.manifest", agent.run_dir);
 	mkdir("/run", 0755);
-	mkdir(AGENT_RUN_DIR, 0755);
+	if (mkdir(agent.run_dir, 0755) < 0 && errno != EEXIST)
+		die(EXIT_START, "--run-dir %s: %s", agent.run_dir, strerror(errno));
 	agent_log("starting (seed %s)", agent.seed[0] ? agent.seed : "unknown yet");
 	/* Bring-up: each step retried with backoff until it works; never silent. */
 	while (!agent_stopping && step <= STEP_READY) {

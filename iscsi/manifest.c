@@ -226,6 +226,60 @@ static int manifest_write(int fd, uint64_t file_size, uint32_t chunk, FILE *out)
 	return ferror(out) ? -EIO : 0;
 }
 
+int manifest_create(const char *image, const char *output, uint32_t chunk, char *err,
+		    size_t errlen)
+{
+	uint64_t size;
+	char tmp[4096];
+	struct stat st;
+	FILE *out;
+	int fd, rc;
+
+	fd = open(image, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "cannot open %s: %s", image, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return rc;
+	}
+	if (S_ISBLK(st.st_mode)) {
+		if (ioctl(fd, BLKGETSIZE64, &size) < 0)
+			size = 0;
+	} else {
+		size = S_ISREG(st.st_mode) ? (uint64_t)st.st_size : 0;
+	}
+	if (size == 0 || size > MANIFEST_SIZE_MAX) {
+		snprintf(err, errlen, "%s: not a file or block device of 1 byte to 1 PiB", image);
+		close(fd);
+		return -EIO;
+	}
+	if (snprintf(tmp, sizeof tmp, "%s.tmp.%d", output, (int)getpid()) >= (int)sizeof tmp) {
+		snprintf(err, errlen, "%s: path too long", output);
+		close(fd);
+		return -EINVAL;
+	}
+	out = fopen(tmp, "w");
+	if (!out) {
+		rc = -errno;
+		snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
+		close(fd);
+		return rc;
+	}
+	rc = manifest_write(fd, size, chunk, out);
+	if (fflush(out) != 0 || fsync(fileno(out)) != 0)
+		rc = rc ? rc : -errno;
+	fclose(out);
+	close(fd);
+	if (rc == 0 && rename(tmp, output) < 0)
+		rc = -errno;
+	if (rc < 0) {
+		unlink(tmp);
+		snprintf(err, errlen, "writing %s: %s", output, strerror(-rc));
+	}
+	return rc;
+}
+
 int cmd_manifest(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -235,11 +289,9 @@ int cmd_manifest(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *output = NULL, *image;
-	uint64_t chunk = MANIFEST_CHUNK_DEFAULT, size;
-	char tmp[4096];
-	struct stat st;
-	FILE *out;
-	int opt, fd, rc;
+	uint64_t chunk = MANIFEST_CHUNK_DEFAULT;
+	char err[512];
+	int opt, rc;
 
 	log_set_prefix("virtman manifest");
 	while ((opt = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
@@ -261,35 +313,8 @@ int cmd_manifest(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	image = argv[optind];
-	fd = open(image, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || fstat(fd, &st) < 0)
-		die(EXIT_START, "cannot open %s: %s", image, strerror(errno));
-	if (S_ISBLK(st.st_mode)) {
-		if (ioctl(fd, BLKGETSIZE64, &size) < 0)
-			die(EXIT_START, "cannot size %s: %s", image, strerror(errno));
-	} else if (S_ISREG(st.st_mode)) {
-		size = (uint64_t)st.st_size;
-	} else {
-		die(EXIT_START, "%s is neither a regular file nor a block device", image);
-	}
-	if (size == 0 || size > MANIFEST_SIZE_MAX)
-		die(EXIT_START, "%s: size %llu is outside 1 byte to 1 PiB", image,
-		    (unsigned long long)size);
-	if (snprintf(tmp, sizeof tmp, "%s.tmp.%d", output, (int)getpid()) >= (int)sizeof tmp)
-		die(EXIT_USAGE, "-o %s: path too long", output);
-	out = fopen(tmp, "w");
-	if (!out)
-		die(EXIT_START, "cannot create %s: %s", tmp, strerror(errno));
-	rc = manifest_write(fd, size, (uint32_t)chunk, out);
-	if (fflush(out) != 0 || fsync(fileno(out)) != 0)
-		rc = rc ? rc : -errno;
-	fclose(out);
-	close(fd);
-	if (rc == 0 && rename(tmp, output) < 0)
-		rc = -errno;
-	if (rc < 0) {
-		unlink(tmp);
-		die(EXIT_START, "writing %s: %s", output, strerror(-rc));
-	}
+	rc = manifest_create(image, output, (uint32_t)chunk, err, sizeof err);
+	if (rc < 0)
+		die(rc == -EINVAL ? EXIT_USAGE : EXIT_START, "%s", err);
 	return 0;
 }

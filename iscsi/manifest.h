@@ -33,6 +33,11 @@ void manifest_free(struct manifest *m);
 /* Bytes of chunk i (the last one may be short). */
 uint32_t manifest_chunk_len(const struct manifest *m, uint32_t i);
 
+/* Digests image and writes its manifest to output (atomically); 0, or a negative errno
+ * with a reason in err. */
+int manifest_create(const char *image, const char *output, uint32_t chunk, char *err,
+		    size_t errlen);
+
 /* `virtman manifest IMAGE -o FILE [--chunk-size BYTES]`; returns the exit status. */
 int cmd_manifest(int argc, char **argv);
 

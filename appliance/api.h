@@ -1,0 +1,15 @@
+/* The seed's HTTP API, dashboard and boot routes, behind one handler. */
+#ifndef VIRTMAN_APPLIANCE_API_H
+#define VIRTMAN_APPLIANCE_API_H
+
+#include "appliance/coord.h"
+#include "lib/http.h"
+
+/* Serves the API for c (NULL: a seed without an image: PXE only) and the manifest file;
+ * starts the once-a-second expiry and persistence of the rack. */
+void api_init(struct coord *c, const char *manifest_path);
+
+/* The seed's one HTTP handler. */
+void api_http_handler(const struct http_request *req, struct http_reply *reply);
+
+#endif

@@ -1,0 +1,229 @@
+#!/usr/bin/env bats
+# The coordinator end to end without QEMU: `virtman seed --image` and three `virtman agent`
+# processes, each host in its own network namespace on one bridge. The agents run their
+# relays but do not attach the disk (--attach none: the host kernel has no iscsi_tcp);
+# reads go through each host's relay with qemu-img instead.
+
+load seed_helpers
+
+IMG_SIZE=$((24 * 1024 * 1024))
+
+setup() {
+	require_seed_env
+	require_cmd qemu-img
+	require_cmd curl
+	require_cmd python3
+	lan_create
+	ns_create seed
+	lan_join seed seed0 "$SEED_ADDR"
+	IMG="$BATS_TEST_TMPDIR/rack.img"
+	make_image "$IMG" "$IMG_SIZE"
+	STATE="$BATS_TEST_TMPDIR/state"
+	SEED_URL="http://$SEED_ADDR:$SEED_HTTP_PORT"
+	IQN="iqn.2026-11.org.virtman:rack.img"
+}
+
+# start_rack_seed ARGS...: the seed with the image, heartbeats every second.
+start_rack_seed() {
+	start_seed seed seed --iface seed0 --dhcp off --image "$IMG" --state-dir "$STATE" \
+		--heartbeat 1 "$@"
+}
+
+# start_host N [ARGS]: namespace hN at 10.213.1.(10+N), its agent started against the seed.
+start_host() {
+	local n=$1
+	shift
+	if ! ip netns list | grep -q "^$(ns "h$n")"; then
+		ns_create "h$n"
+		lan_join "h$n" eth0 "10.213.1.$((10 + n))" "52:54:00:aa:00:0$n"
+	fi
+	mkdir -p "$BATS_TEST_TMPDIR/h$n/cache"
+	ip netns exec "$(ns "h$n")" "$VIRTMAN" agent --seed "$SEED_URL" \
+		--token "$(cat "$STATE/boot-token")" --iface eth0 --attach none \
+		--cache "$BATS_TEST_TMPDIR/h$n/cache" --run-dir "$BATS_TEST_TMPDIR/h$n" "$@" \
+		>"$BATS_TEST_TMPDIR/h$n.out" 2>>"$BATS_TEST_TMPDIR/h$n.log" 3>&- &
+	track_pid $!
+	printf -v "H${n}_PID" %s $!
+	echo "$BATS_TEST_TMPDIR/h$n.log" >>"$BATS_TEST_TMPDIR/.seedlogs"
+}
+
+# api PATH: GET from the seed, from inside the seed's namespace.
+api() {
+	in_ns seed curl -sf "$SEED_URL$1"
+}
+
+# host_field ID FIELD: a field of host ID in GET /api/v1/hosts.
+host_field() {
+	api /api/v1/hosts | python3 -c 'import json, sys
+hosts = {h["id"]: h for h in json.load(sys.stdin)["hosts"]}
+v = hosts.get(int(sys.argv[1]), {}).get(sys.argv[2], "")
+print(json.dumps(v) if isinstance(v, (list, dict)) else str(v).lower())' "$1" "$2"
+}
+
+# wait_hosts_ready N: until N live hosts report stage ready.
+wait_hosts_ready() {
+	local deadline=$((SECONDS + 60)) ready
+	until ready=$(api /api/v1/hosts | python3 -c 'import json, sys
+print(sum(1 for h in json.load(sys.stdin)["hosts"] if h["live"] and h["stage"] == "ready"))') &&
+		((ready >= $1)); do
+		((SECONDS < deadline)) || { api /api/v1/status >&2; fail "only ${ready:-0} of $1 hosts ready"; }
+		sleep "$POLL_INTERVAL"
+	done
+}
+
+# read_via N OUT: reads the whole image through host N's relay.
+read_via() {
+	in_ns "h$1" qemu-img convert -f raw -O raw "iscsi://127.0.0.1:3260/$IQN/0" "$2"
+}
+
+root_served() {
+	api /metrics | awk '$1 == "virtman_served_bytes_total" { print $2 }'
+}
+
+@test "rack: three agents register and form root -> {1, 2}, 1 -> 3; every relay serves the image" {
+	start_rack_seed
+	for n in 1 2 3; do
+		start_host "$n"
+		# One at a time, so placement follows the registration order.
+		wait_hosts_ready "$n"
+	done
+	assert_equal "$(host_field 1 parent)" 0
+	assert_equal "$(host_field 2 parent)" 0
+	assert_equal "$(host_field 3 parent)" 1
+	assert_equal "$(host_field 3 depth)" 2
+	# Host 3 fetches from its parent and its uncle, the root last.
+	assert_equal "$(host_field 3 upstreams)" \
+		"[\"iscsi://10.213.1.11:3260/$IQN/0\", \"iscsi://10.213.1.12:3260/$IQN/0\", \"iscsi://$SEED_ADDR:3260/$IQN/0\"]"
+	local pids=() n
+	for n in 1 2 3; do
+		read_via "$n" "$BATS_TEST_TMPDIR/out$n.raw" &
+		pids+=($!)
+	done
+	for pid in "${pids[@]}"; do
+		wait "$pid" || fail "a read through a host's relay failed"
+	done
+	for n in 1 2 3; do
+		assert_same_content "$IMG" "$BATS_TEST_TMPDIR/out$n.raw"
+	done
+	# The root served its two children, one copy each, nothing for host 3.
+	local served
+	served=$(root_served)
+	((served <= 2 * IMG_SIZE + IMG_SIZE / 10)) || fail "the root served $served bytes"
+	run in_ns seed "$VIRTMAN" status --seed "$SEED_URL"
+	assert_success
+	assert_equal "$(grep -c ' ready ' <<<"$output")" 3
+	api /api/v1/hosts/3/log | grep -q "stage ready" || fail "no agent log at the seed"
+	api / | grep -q "<title>virtman rack</title>" || fail "no dashboard"
+	api /api/v1/tree | python3 -c 'import json, sys
+t = json.load(sys.stdin)
+assert [c["id"] for c in t["children"]] == [1, 2], t
+assert [c["id"] for c in t["children"][0]["children"]] == [3], t'
+	stop_seed
+}
+
+@test "rack: with --fanout 1 the hosts form a chain and the root serves one copy" {
+	start_rack_seed --fanout 1
+	for n in 1 2 3; do
+		start_host "$n"
+		wait_hosts_ready "$n"
+	done
+	assert_equal "$(host_field 2 parent)" 1
+	assert_equal "$(host_field 3 parent)" 2
+	assert_equal "$(host_field 3 depth)" 3
+	read_via 3 "$BATS_TEST_TMPDIR/out.raw"
+	assert_same_content "$IMG" "$BATS_TEST_TMPDIR/out.raw"
+	local served
+	served=$(root_served)
+	((served <= IMG_SIZE + IMG_SIZE / 10)) || fail "the root served $served bytes for one chain"
+	stop_seed
+}
+
+@test "rack: a host dies; the seed marks it lost and re-parents its child, which keeps serving" {
+	start_rack_seed
+	for n in 1 2 3; do
+		start_host "$n"
+		wait_hosts_ready "$n"
+	done
+	read_via 3 "$BATS_TEST_TMPDIR/warm.raw"	# host 3 caches everything; host 1 half of it
+	# Host 1 vanishes: every process in its namespace, at once.
+	ip netns pids "$(ns h1)" | xargs -r kill -KILL
+	local deadline=$((SECONDS + 30))
+	until [[ $(host_field 1 live) == false && $(host_field 3 parent) != 1 ]]; do
+		((SECONDS < deadline)) || { api /api/v1/status >&2; fail "host 1 not lost or 3 not moved"; }
+		sleep "$POLL_INTERVAL"
+	done
+	assert_equal "$(host_field 1 stage)" lost
+	wait_file_match "$BATS_TEST_TMPDIR/h3.log" "upstreams reloaded" 20 || fail "host 3 kept its old upstreams"
+	# A fresh cache on a new host under 3's new parent still gets everything.
+	read_via 3 "$BATS_TEST_TMPDIR/after.raw"
+	assert_same_content "$IMG" "$BATS_TEST_TMPDIR/after.raw"
+	grep -q "upstream iscsi://10.213.1.11" "$BATS_TEST_TMPDIR/h3.log"
+	stop_seed
+}
+
+@test "rack: the seed restarts; it keeps its rack and the hosts keep running" {
+	start_rack_seed
+	for n in 1 2; do
+		start_host "$n"
+		wait_hosts_ready "$n"
+	done
+	stop_seed
+	[[ -s $STATE/rack ]] || fail "no rack state saved"
+	local restarted_ms=$(($(date +%s%3N)))
+	start_rack_seed
+	assert_equal "$(host_field 1 live)" true
+	assert_equal "$(host_field 2 stage)" ready
+	# Heartbeats reach the new seed: both hosts heard from later than three intervals
+	# after the restart, so past the point where silence would have lost them.
+	local deadline=$((SECONDS + 30)) n
+	for n in 1 2; do
+		until (($(host_field "$n" seen_ms) > restarted_ms + 3000)); do
+			((SECONDS < deadline)) || fail "no heartbeat from host $n after the restart"
+			sleep "$POLL_INTERVAL"
+		done
+		assert_equal "$(host_field "$n" live)" true
+	done
+	read_via 2 "$BATS_TEST_TMPDIR/out.raw"
+	assert_same_content "$IMG" "$BATS_TEST_TMPDIR/out.raw"
+	stop_seed
+}
+
+@test "rack: bad registrations, tokens, methods and routes are refused with a reason" {
+	start_rack_seed
+	local body="mac=52:54:00:aa:00:09
+addr=10.213.1.19
+cores=2
+memory=1024"
+	run in_ns seed curl -s -o /dev/stderr -w '%{http_code}' --data-binary "$body
+token=wrong" "$SEED_URL/api/v1/hosts"
+	assert_output --partial 403
+	run in_ns seed curl -s --data-binary "$body
+token=wrong" "$SEED_URL/api/v1/hosts"
+	assert_output --partial "boot token"
+	run in_ns seed curl -s --data-binary "token=$(cat "$STATE/boot-token")
+mac=52:54:00:aa:00:09
+addr=10.213.1.19
+cores=0
+memory=1024" "$SEED_URL/api/v1/hosts"
+	assert_output --partial "cores"
+	run in_ns seed curl -s --data-binary "not key value" "$SEED_URL/api/v1/hosts"
+	assert_output --partial "key=value"
+	run in_ns seed curl -s -o /dev/null -w '%{http_code}' -X DELETE "$SEED_URL/api/v1/hosts"
+	assert_output 405
+	run in_ns seed curl -s -o /dev/null -w '%{http_code}' --data-binary "stage=ready" \
+		"$SEED_URL/api/v1/hosts/42/heartbeat"
+	assert_output 404
+	run in_ns seed curl -s -o /dev/null -w '%{http_code}' "$SEED_URL/api/v1/hosts/abc/log"
+	assert_output 404
+	# An agent with the wrong token says so on its console and keeps trying.
+	ns_create h1
+	lan_join h1 eth0 10.213.1.11 52:54:00:aa:00:01
+	ip netns exec "$(ns h1)" "$VIRTMAN" agent --seed "$SEED_URL" --token nope --iface eth0 \
+		--attach none --cache "$BATS_TEST_TMPDIR" --run-dir "$BATS_TEST_TMPDIR/h1" \
+		2>"$BATS_TEST_TMPDIR/h1.log" 3>&- &
+	track_pid $!
+	wait_file_match "$BATS_TEST_TMPDIR/h1.log" "registration refused: HTTP 403" 20
+	# The seed keeps serving.
+	api /api/v1/hosts | grep -q '"hosts":\[\]' || fail "a refused host was registered"
+	stop_seed
+}
