@@ -35,12 +35,12 @@ FUZZ_SECONDS ?= 60
 # Debian packages the build, the tests and the demo need (installed by `make deps`).
 DEB_PKGS := build-essential musl-tools clang libclang-rt-14-dev libcmocka-dev pkg-config \
             bats bats-assert bats-support curl iproute2 procps python3 \
-            libiscsi-bin tgt qemu-utils qemu-system-x86 ipxe ovmf busybox-static \
+            libiscsi-bin tgt qemu-utils qemu-block-extra qemu-system-x86 ipxe ovmf busybox-static \
             open-iscsi libvirt-daemon-system libvirt-clients linux-image-amd64 \
-            dnsmasq-base nginx-light
+            dnsmasq-base nginx-light kmod cpio zstd squashfs-tools debootstrap
 
-.PHONY: all host tools test unit fuzz fuzz-build deps demo bench clean
-all: $(BUILD)/virtman
+.PHONY: all host tools test unit fuzz fuzz-build deps demo bench clean boot userland
+all: $(BUILD)/virtman boot
 
 $(BUILD)/virtman: $(MUSL_OBJS)
 	$(MUSL_CC) -static -o $@ $(MUSL_OBJS)
@@ -48,6 +48,20 @@ $(BUILD)/virtman: $(MUSL_OBJS)
 $(BUILD)/musl/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(MUSL_CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+# The host boot image: the distribution kernel and a small initramfs around build/virtman.
+BOOT_INPUTS := $(filter-out initramfs/userland.sh initramfs/README.md,$(wildcard initramfs/*))
+boot: $(BUILD)/boot/vmlinuz $(BUILD)/boot/initrd.img
+
+$(BUILD)/boot/vmlinuz $(BUILD)/boot/initrd.img &: $(BUILD)/virtman $(BOOT_INPUTS) $(wildcard /boot/vmlinuz-*)
+	initramfs/build.sh $(BUILD)/boot $(BUILD)/virtman
+
+# The hypervisor userland (libvirt + QEMU) as a squashfs: takes a minute or two and root
+# (debootstrap), so plain `make` leaves it out; rebuilt only when its script changes.
+userland: $(BUILD)/boot/userland.squashfs
+
+$(BUILD)/boot/userland.squashfs: initramfs/userland.sh
+	initramfs/userland.sh $@
 
 # Host build with AddressSanitizer + UndefinedBehaviorSanitizer: tests run against it.
 host: $(BUILD)/host/virtman $(UNIT_BINS) $(TOOL_BINS)
@@ -99,6 +113,8 @@ deps:
 
 test: deps
 	$(MAKE) all host fuzz-build
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) userland; \
+	else echo "test: not root, so no $(BUILD)/boot/userland.squashfs: its test will skip"; fi
 	@tests/run.sh
 
 unit: host

@@ -58,11 +58,52 @@ static bool key_char_valid(char c)
 	       c == '.' || c == '-' || c == '+' || c == '@' || c == '_';
 }
 
+/* True when s[0..len) is well-formed UTF-8 (RFC 7143 §6.1: text is UTF-8). */
+static bool key_utf8_valid(const unsigned char *s, size_t len)
+{
+	size_t i = 0;
+
+	while (i < len) {
+		unsigned char c = s[i];
+		size_t n;
+		uint32_t cp;
+
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		if (c >= 0xc2 && c <= 0xdf)
+			n = 1, cp = c & 0x1f;
+		else if (c >= 0xe0 && c <= 0xef)
+			n = 2, cp = c & 0x0f;
+		else if (c >= 0xf0 && c <= 0xf4)
+			n = 3, cp = c & 0x07;
+		else
+			return false;
+		if (n > len - i - 1)
+			return false;
+		for (size_t k = 1; k <= n; k++) {
+			if ((s[i + k] & 0xc0) != 0x80)
+				return false;
+			cp = cp << 6 | (s[i + k] & 0x3f);
+		}
+		/* Overlong forms, surrogates and values past U+10FFFF. */
+		if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff ||
+		    (cp >= 0xd800 && cp <= 0xdfff))
+			return false;
+		i += n + 1;
+	}
+	return true;
+}
+
 int iscsi_keys_parse(char *text, size_t len, struct iscsi_kv *kv, int max)
 {
 	char *p = text, *end = text + len;
 	int n = 0;
 
+	/* Every pair ends in a NUL (RFC 7143 §6.1); trailing NULs are padding. */
+	if (len && text[len - 1] != '\0')
+		return -EBADMSG;
 	*end = '\0';
 	while (p < end) {
 		size_t plen = strlen(p);	/* bounded: *end is NUL */
@@ -79,6 +120,8 @@ int iscsi_keys_parse(char *text, size_t len, struct iscsi_kv *kv, int max)
 		for (char *k = p; k < eq; k++)
 			if (!key_char_valid(*k))
 				return -EBADMSG;
+		if (!key_utf8_valid((const unsigned char *)eq + 1, plen - (size_t)(eq - p) - 1))
+			return -EBADMSG;
 		*eq = '\0';
 		kv[n].key = p;
 		kv[n].value = eq + 1;
@@ -164,18 +207,27 @@ static void key_apply(struct iscsi_params *p, const char *name, uint64_t v)
 		p->first_burst = (uint32_t)v;
 }
 
+/* iSCSI names as initiators really send them: printable ASCII, no spaces (we log them). */
+static bool key_name_valid(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f)
+			return false;
+	return true;
+}
+
 /* Identity keys: who logs in, to what, how. Returns a login status. */
 static int key_name(struct iscsi_negotiation *neg, const struct iscsi_kv *kv, struct strbuf *out)
 {
 	size_t vlen = strlen(kv->value);
 
 	if (strcmp(kv->key, "InitiatorName") == 0) {
-		if (vlen == 0 || vlen > ISCSI_NAME_MAX)
+		if (vlen == 0 || vlen > ISCSI_NAME_MAX || !key_name_valid(kv->value))
 			return ISCSI_LOGIN_INITIATOR_ERROR;
 		memcpy(neg->initiator_name, kv->value, vlen + 1);
 		neg->have_initiator_name = true;
 	} else if (strcmp(kv->key, "TargetName") == 0) {
-		if (vlen == 0 || vlen > ISCSI_NAME_MAX)
+		if (vlen == 0 || vlen > ISCSI_NAME_MAX || !key_name_valid(kv->value))
 			return ISCSI_LOGIN_NOT_FOUND;
 		memcpy(neg->target_name, kv->value, vlen + 1);
 		neg->have_target_name = true;

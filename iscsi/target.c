@@ -162,6 +162,8 @@ struct target {
 	uint64_t refused;
 };
 
+static struct log_limit target_log_limit;	/* lines peers can trigger at will */
+
 static void conn_fail(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Marks the connection for closing and logs the reason once, naming the peer. */
@@ -848,9 +850,11 @@ static int conn_rx_data_out(struct conn *c)
 	uint32_t off = ntohl(d->offset), len = c->rx_dlen;
 
 	if (!t || ntohl(d->ttt) != t->ttt) {
-		/* Unsolicited data for a command we already answered (e.g. a refused
-		 * write): nothing to do with it, the connection stays. */
-		return 0;
+		/* Data nobody asked for (we never accept unsolicited data: InitialR2T=Yes):
+		 * refuse the PDU, keep the connection. */
+		log_limited(&target_log_limit, "%s: rejecting Data-Out for unknown task 0x%08x",
+			    c->peer, ntohl(d->itt));
+		return conn_send_reject(c, ISCSI_REJECT_INVALID_FIELD);
 	}
 	if (off > t->need || len > t->need - off || off != t->got) {
 		conn_fail(c, "Data-Out offset %u length %u outside the solicited range", off, len);
@@ -1342,8 +1346,38 @@ static int conn_rx_check(struct conn *c)
 	return 0;
 }
 
+/* Checks the additional header segments: each inside TotalAHSLength, of a type RFC 7143
+ * defines (1: extended CDB, 2: bidirectional read length), and only on a SCSI command. */
+static bool conn_ahs_valid(const struct conn *c)
+{
+	const uint8_t *p = c->ahs, *end = c->ahs + c->rx_ahs_len;
+
+	if (!c->rx_ahs_len)
+		return true;
+	if ((c->hdr.bhs.opcode & ISCSI_OP_MASK) != ISCSI_OP_SCSI_CMD)
+		return false;
+	while (p < end) {	/* each segment is at least 4 bytes: the loop is capped */
+		uint32_t len, seg;
+
+		if (end - p < 4)
+			return false;
+		len = (uint32_t)p[0] << 8 | p[1];
+		seg = (3 + len + 3) & ~3u;
+		if (seg > (uint32_t)(end - p) || (p[2] != 1 && p[2] != 2))
+			return false;
+		p += seg;
+	}
+	return true;
+}
+
 static int conn_rx_pdu(struct conn *c)
 {
+	if (!conn_ahs_valid(c)) {
+		log_limited(&target_log_limit, "%s: rejecting %s with a malformed AHS", c->peer,
+			    iscsi_opcode_name(c->hdr.bhs.opcode));
+		return c->state == CONN_FULL_FEATURE ? conn_send_reject(c, ISCSI_REJECT_PROTOCOL_ERROR)
+						     : (conn_fail(c, "malformed AHS during login"), -1);
+	}
 	if (c->state == CONN_LOGIN)
 		return conn_rx_login(c);
 	if (c->state == CONN_FULL_FEATURE)

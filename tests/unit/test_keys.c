@@ -37,7 +37,10 @@ static void test_parse_table(void **state)
 		{ "novalue", 8, -1 },			/* no '=' */
 		{ "bad key=1", 10, -1 },		/* space in key */
 		{ "", 0, 0 },
-		{ "A=1", 3, 1 },			/* last pair without NUL */
+		{ "A=1", 3, -1 },			/* last pair without its NUL */
+		{ "A=\xff\xfe", 5, -1 },		/* not UTF-8 */
+		{ "A=\xc0\x80", 5, -1 },		/* overlong NUL */
+		{ "A=\xc3\xa9", 5, 1 },		/* e acute: fine */
 	};
 	struct iscsi_kv kv[8];
 	char buf[64];
@@ -63,18 +66,23 @@ static void test_parse_limits(void **state)
 	memset(buf, 'K', 64);
 	buf[64] = '=';
 	buf[65] = '1';
-	assert_true(iscsi_keys_parse(buf, 66, kv, 4) < 0);
+	buf[66] = '\0';
+	assert_true(iscsi_keys_parse(buf, 67, kv, 4) < 0);
 	/* A 63-character key is fine. */
 	memset(buf, 'K', 63);
 	buf[63] = '=';
 	buf[64] = '1';
-	assert_int_equal(iscsi_keys_parse(buf, 65, kv, 4), 1);
-	/* A value over the maximum. */
+	buf[65] = '\0';
+	assert_int_equal(iscsi_keys_parse(buf, 66, kv, 4), 1);
+	/* A value over the maximum, and one at it. */
 	buf[0] = 'V';
 	buf[1] = '=';
 	memset(buf + 2, 'x', ISCSI_KEY_VALUE_MAX + 1);
-	n = 2 + ISCSI_KEY_VALUE_MAX + 1;
+	buf[2 + ISCSI_KEY_VALUE_MAX + 1] = '\0';
+	n = 2 + ISCSI_KEY_VALUE_MAX + 2;
 	assert_true(iscsi_keys_parse(buf, n, kv, 4) < 0);
+	buf[2 + ISCSI_KEY_VALUE_MAX] = '\0';
+	assert_int_equal(iscsi_keys_parse(buf, n - 1, kv, 4), 1);
 	/* More pairs than room. */
 	memcpy(buf, "A=1\0B=2\0C=3", 12);
 	assert_true(iscsi_keys_parse(buf, 12, kv, 2) < 0);
