@@ -181,6 +181,8 @@ static void agent_cmdline(void)
 			agent.debug = true;
 		else if (strcmp(tok, "virtman.verify") == 0)
 			agent.verify = true;
+		else if (strncmp(tok, "virtman.mac=", 12) == 0 && strlen(tok + 12) == 17)
+			snprintf(agent.mac, sizeof agent.mac, "%s", tok + 12);	/* the seed's script */
 		else if (strncmp(tok, "BOOTIF=01-", 10) == 0 && strlen(tok + 10) == 17) {
 			/* iPXE's ${netX/mac:hexhyp}: find the interface with that MAC. */
 			for (int i = 0; i < 17; i++)
@@ -699,8 +701,29 @@ static bool agent_find_disk(char *out, size_t len)
 	return found;
 }
 
-/* Reads the attached disk whole and keeps its SHA-256 for the seed (virtman.verify). */
-static void agent_verify_disk(void)
+/* Chunks the local relay threw away for failing verification, from its metrics. */
+static long agent_relay_verify_failures(void)
+{
+	struct httpc_response resp;
+	char url[64];
+	long n = -1;
+
+	snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", AGENT_METRICS_PORT);
+	if (httpc_request("GET", url, NULL, 0, 1 << 20, 2000, &resp) < 0)
+		return -1;
+	if (resp.status == 200 && resp.body.data) {
+		const char *p = strstr(resp.body.data, "\nvirtman_verify_failures_total ");
+
+		if (p)
+			n = strtol(p + strlen("\nvirtman_verify_failures_total "), NULL, 10);
+	}
+	sb_free(&resp.body);
+	return n;
+}
+
+/* Reads the attached disk whole and keeps its SHA-256 for the seed (virtman.verify);
+ * a disk that cannot be read fails the step, with the reason the relay knows. */
+static int agent_verify_disk(void)
 {
 	int fd = open(agent.disk, O_RDONLY | O_CLOEXEC);
 	static uint8_t buf[1 << 20];
@@ -709,19 +732,28 @@ static void agent_verify_disk(void)
 	ssize_t n;
 
 	if (fd < 0)
-		return;
+		return -errno;
 	sha256_init(&s);
 	while ((n = read(fd, buf, sizeof buf)) > 0)
 		sha256_update(&s, buf, (size_t)n);
-	close(fd);
 	if (n < 0) {
-		agent_log("reading %s: %s", agent.disk, strerror(errno));
-		return;
+		int err = errno;
+		long bad = agent_relay_verify_failures();
+
+		close(fd);
+		if (bad > 0)
+			agent_stage("failed", "the image failed verification: %ld chunks from the "
+				    "upstreams did not match the manifest", bad);
+		else
+			agent_stage("failed", "reading %s: %s", agent.disk, strerror(err));
+		return -err;
 	}
+	close(fd);
 	sha256_final(&s, d);
 	for (int i = 0; i < SHA256_LEN; i++)
 		snprintf(agent.disk_sha256 + 2 * i, 3, "%02x", d[i]);
 	agent_log("disk %s sha256 %s", agent.disk, agent.disk_sha256);
+	return 0;
 }
 
 static int agent_step_attach(void)
@@ -770,8 +802,8 @@ static int agent_step_attach(void)
 		ioctl(fd, BLKROSET, &ro);	/* the shared base is never written */
 		close(fd);
 	}
-	if (agent.verify)
-		agent_verify_disk();
+	if (agent.verify && agent_verify_disk() < 0)
+		return -EIO;
 	agent_stage("attached", "%s", agent.disk);
 	return 0;
 }

@@ -143,6 +143,7 @@ int cache_open(struct cache *c, const char *dir, const struct manifest *m, char 
 	memcpy(c->valid, c->durable, bytes);
 	for (uint32_t i = 0; i < m->nchunks; i++)
 		c->nvalid += cache_has(c, i);
+	c->ndurable = c->nvalid;
 	close(dirfd);
 	return 0;
 fail:
@@ -187,6 +188,7 @@ void cache_sync(struct cache *c)
 		uint32_t i = c->unsynced[k];
 
 		c->durable[i >> 3] |= (uint8_t)(1u << (i & 7));
+		c->ndurable++;
 		if (pwrite(c->bitmap_fd, &c->durable[i >> 3], 1, (off_t)(i >> 3)) != 1)
 			log_msg("cache: writing the bitmap: %s", strerror(errno));
 	}

@@ -21,6 +21,7 @@ struct cache {
 	uint8_t *valid;		/* verified chunk data is in the data file */
 	uint8_t *durable;	/* ... and its bit is on disk */
 	uint32_t nvalid;
+	uint32_t ndurable;
 	uint32_t *unsynced;	/* valid chunks whose bits are not on disk yet */
 	uint32_t nunsynced;
 };

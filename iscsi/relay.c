@@ -396,6 +396,9 @@ static void relay_metrics(struct strbuf *out, void *ctx)
 	metrics_sample(out, "virtman_cache_misses_total", "", r->misses);
 	metrics_family(out, "virtman_cache_chunks_present", "gauge", "Chunks in the cache");
 	metrics_sample(out, "virtman_cache_chunks_present", "", r->cache.nvalid);
+	metrics_family(out, "virtman_cache_chunks_durable", "gauge",
+		       "Chunks in the cache whose present bit is on disk (kept across a crash)");
+	metrics_sample(out, "virtman_cache_chunks_durable", "", r->cache.ndurable);
 	metrics_family(out, "virtman_cache_chunks", "gauge", "Chunks in the image");
 	metrics_sample(out, "virtman_cache_chunks", "", r->m.nchunks);
 	metrics_family(out, "virtman_chunks_fetched_total", "counter",

@@ -1,0 +1,175 @@
+#!/usr/bin/env bats
+# A rack of QEMU hosts PXE-boots from `virtman seed` into the real boot image
+# (build/boot/vmlinuz + initrd.img): each host's agent registers, runs its relay, attaches
+# the image with open-iscsi inside the guest, reads it whole (virtman.verify) and reports
+# its SHA-256. Everything runs inside a network namespace: a bridge, one tap per host.
+
+load seed_helpers
+
+QEMU_ACCEL="${QEMU_ACCEL:-tcg}"
+RACK_TIMEOUT="${RACK_TIMEOUT:-600}"	# seconds for every host to reach ready
+IMG_SIZE=$((16 * 1024 * 1024))
+
+setup() {
+	require_seed_env
+	require_cmd qemu-system-x86_64
+	require_cmd curl
+	require_cmd python3
+	KERNEL="$REPO_ROOT/build/boot/vmlinuz"
+	INITRD="$REPO_ROOT/build/boot/initrd.img"
+	[[ -s $KERNEL && -s $INITRD ]] || skip "no boot image: run make (needs linux-image-amd64)"
+	ns_create pxe
+	local n
+	n=$(ns pxe)
+	ip -n "$n" link add br0 type bridge
+	ip -n "$n" link set br0 type bridge forward_delay 0 stp_state 0
+	ip -n "$n" addr add "$SEED_ADDR/24" dev br0
+	ip -n "$n" link set br0 up
+	for i in 1 2 3; do
+		ip -n "$n" tuntap add "tap$i" mode tap
+		ip -n "$n" link set "tap$i" master br0
+		ip -n "$n" link set "tap$i" up
+	done
+	IMG="$BATS_TEST_TMPDIR/rack.img"
+	make_image "$IMG" "$IMG_SIZE"
+	IMG_SHA=$(sha256_of "$IMG")
+	STATE="$BATS_TEST_TMPDIR/state"
+	SEED_URL="http://$SEED_ADDR:$SEED_HTTP_PORT"
+}
+
+start_rack_seed() {
+	start_seed pxe seed --iface br0 --dhcp full --pool 10.213.1.100-10.213.1.150 \
+		--image "$IMG" --kernel "$KERNEL" --initrd "$INITRD" \
+		--append "virtman.verify" --heartbeat 2 --state-dir "$STATE" "$@"
+}
+
+# power_on N: host N (MAC 52:54:00:77:00:0N) on tapN; records HOST_N_PID and its serial log.
+power_on() {
+	local n=$1 serial="$BATS_TEST_TMPDIR/host$1.serial"
+	: >"$serial"
+	spawn "qemu$n" ip netns exec "$(ns pxe)" qemu-system-x86_64 -accel "$QEMU_ACCEL" \
+		-m 512 -smp 1 -display none -monitor none -no-reboot -serial "file:$serial" \
+		-boot n -netdev "tap,id=n0,ifname=tap$n,script=no,downscript=no" \
+		-device "virtio-net-pci,netdev=n0,mac=52:54:00:77:00:0$n"
+	printf -v "HOST_${n}_PID" %s "$SPAWN_PID"
+}
+
+api() {
+	in_ns pxe curl -sf "$SEED_URL$1"
+}
+
+host_field() {
+	api /api/v1/hosts | python3 -c 'import json, sys
+hosts = {h["id"]: h for h in json.load(sys.stdin)["hosts"]}
+v = hosts.get(int(sys.argv[1]), {}).get(sys.argv[2], "")
+print(json.dumps(v) if isinstance(v, (list, dict)) else str(v).lower())' "$1" "$2"
+}
+
+# wait_ready N: until N live hosts are ready; shows the consoles when the deadline passes.
+wait_ready() {
+	local deadline=$((SECONDS + RACK_TIMEOUT)) ready=0 i
+	until ready=$(api /api/v1/hosts | python3 -c 'import json, sys
+print(sum(1 for h in json.load(sys.stdin)["hosts"] if h["live"] and h["stage"] == "ready"))') &&
+		((ready >= $1)); do
+		if ((SECONDS >= deadline)); then
+			api /api/v1/status >&2 || true
+			for i in 1 2 3; do
+				[[ -s $BATS_TEST_TMPDIR/host$i.serial ]] || continue
+				echo "--- host $i console" >&2
+				tail -n 25 "$BATS_TEST_TMPDIR/host$i.serial" >&2
+			done
+			fail "only ${ready:-0} of $1 hosts ready after $RACK_TIMEOUT s"
+		fi
+		sleep 0.5
+	done
+}
+
+root_served() {
+	api /metrics | awk '$1 == "virtman_served_bytes_total" { print $2 }'
+}
+
+@test "rack qemu: three hosts PXE-boot to ready, form root -> {1, 2}, 1 -> 3, and read the image bit-exact" {
+	start_rack_seed
+	for n in 1 2 3; do
+		power_on "$n"
+		wait_ready "$n"	# one at a time: placement follows the boot order
+	done
+	assert_equal "$(host_field 1 parent)" 0
+	assert_equal "$(host_field 2 parent)" 0
+	assert_equal "$(host_field 3 parent)" 1
+	for n in 1 2 3; do
+		assert_equal "$(host_field "$n" disk_sha256)" "$IMG_SHA"
+		grep -q "stage ready" "$BATS_TEST_TMPDIR/host$n.serial" || fail "host $n's console is silent"
+	done
+	# Each of the seed's two children took one copy; host 3 took nothing from the root.
+	local served
+	served=$(root_served)
+	((served <= 2 * IMG_SIZE + IMG_SIZE / 10)) || fail "the root served $served bytes, not 2 copies"
+	# Host 1 dies (QEMU quits): the seed loses it and moves host 3, whose relay still serves.
+	kill -KILL "$HOST_1_PID"
+	local deadline=$((SECONDS + 60))
+	until [[ $(host_field 1 live) == false && $(host_field 3 parent) != 1 ]]; do
+		((SECONDS < deadline)) || { api /api/v1/status >&2; fail "host 1 not lost or host 3 not moved"; }
+		sleep 0.5
+	done
+	in_ns pxe qemu-img convert -f raw -O raw \
+		"iscsi://$(host_field 3 addr):3260/iqn.2026-11.org.virtman:rack.img/0" "$BATS_TEST_TMPDIR/via3.raw"
+	assert_same_content "$IMG" "$BATS_TEST_TMPDIR/via3.raw"
+	# The seed restarts: the rack is still there, the hosts keep heartbeating.
+	stop_seed
+	start_rack_seed
+	deadline=$((SECONDS + 60))
+	local restarted_ms
+	restarted_ms=$(date +%s%3N)
+	for n in 2 3; do
+		until (($(host_field "$n" seen_ms) > restarted_ms)); do
+			((SECONDS < deadline)) || fail "host $n never came back to the restarted seed"
+			sleep 0.5
+		done
+		assert_equal "$(host_field "$n" live)" true
+	done
+	stop_seed
+}
+
+@test "rack qemu: with --fanout 1 the hosts chain and the root serves one copy" {
+	start_rack_seed --fanout 1
+	for n in 1 2; do
+		power_on "$n"
+		wait_ready "$n"
+	done
+	assert_equal "$(host_field 2 parent)" 1
+	assert_equal "$(host_field 2 disk_sha256)" "$IMG_SHA"
+	local served
+	served=$(root_served)
+	((served <= IMG_SIZE + IMG_SIZE / 10)) || fail "the root served $served bytes for a chain"
+	stop_seed
+}
+
+@test "rack qemu: a wrong boot token is refused and said on the console and to no one else" {
+	start_rack_seed --append "virtman.verify virtman.token=0123456789abcdef"
+	power_on 1
+	wait_file_match "$BATS_TEST_TMPDIR/host1.serial" "registration refused: HTTP 403" "$RACK_TIMEOUT" ||
+		{ tail -n 30 "$BATS_TEST_TMPDIR/host1.serial" >&2; fail "no refusal on the console"; }
+	api /api/v1/hosts | grep -q '"hosts":\[\]' || fail "a host with a wrong token was registered"
+	stop_seed
+}
+
+@test "rack qemu: an image that fails verification ends in a failed stage with the reason" {
+	start_rack_seed
+	# The image changes behind the manifest's back (same size, same mtime): every relay
+	# now receives chunks that do not match and must refuse them.
+	local mtime
+	mtime=$(stat -c %Y "$IMG")
+	printf 'CORRUPT' | dd of="$IMG" bs=1 seek=4096 conv=notrunc status=none
+	touch -d "@$mtime" "$IMG"
+	power_on 1
+	local deadline=$((SECONDS + RACK_TIMEOUT))
+	until [[ $(host_field 1 stage) == failed ]]; do
+		((SECONDS < deadline)) || { tail -n 30 "$BATS_TEST_TMPDIR/host1.serial" >&2; fail "no failed stage"; }
+		sleep 0.5
+	done
+	run host_field 1 reason
+	assert_output --partial "failed verification"
+	grep -q "failed verification" "$BATS_TEST_TMPDIR/host1.serial" || fail "nothing on the console"
+	stop_seed
+}
