@@ -68,9 +68,10 @@ copy_file() {
 # copy_with_libs BINARY: copies a dynamic binary, every library ldd resolves for it and the
 # loader, each at the path the loader will look for it.
 copy_with_libs() {
-	local lib
+	local lib missing
 	copy_file "$1"
-	ldd "$1" | grep -q 'not found' && die "$1: a library is missing: $(ldd "$1" | grep 'not found')"
+	missing=$(ldd "$1" | grep 'not found' || true)
+	[[ -z $missing ]] || die "$1: a library is missing: $missing"
 	for lib in $(ldd "$1" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'); do
 		[[ -e $stage$lib ]] || copy_file "$lib"
 	done
@@ -94,7 +95,7 @@ install -m 0755 "$virtman" "$stage/bin/virtman"
 
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' \
 	>"$stage/etc/passwd"
-printf 'root:x:0:\ntty:x:5:\ndisk:x:6:\nkvm:x:104:\nnogroup:x:65534:\n' >"$stage/etc/group"
+printf 'root:x:0:\ntty:x:5:\ndisk:x:6:\nnogroup:x:65534:\n' >"$stage/etc/group"
 printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$stage/etc/hosts"
 printf 'passwd: files\ngroup: files\nhosts: files dns\n' >"$stage/etc/nsswitch.conf"
 echo "virtman-host" >"$stage/etc/hostname"

@@ -62,6 +62,7 @@ mkdir -p "$rw/upper" "$rw/work"
 out=$(mount -t overlay -o "lowerdir=$lower,upperdir=$rw/upper,workdir=$rw/work" hv-root "$root" 2>&1) ||
 	fail "cannot mount the overlay on $root: $out"
 for dir in /proc /sys /dev /run "$@"; do
+	case $dir in /*) ;; *) fail "$dir: not an absolute path" ;; esac
 	[ -d "$dir" ] || fail "$dir: no such directory to bind into $root"
 	mkdir -p "$root$dir"
 	mount -o rbind "$dir" "$root$dir" || fail "cannot bind $dir into $root"

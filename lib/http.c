@@ -35,6 +35,8 @@ struct http_server {
 	struct ev_tick tick;
 	struct http_conn *conns;
 	int nconns;
+	uint64_t requests;
+	uint64_t sent_bytes;
 };
 
 struct http_conn {
@@ -387,6 +389,7 @@ static void http_conn_dispatch(struct http_conn *c)
 		c->req.body = c->body;
 		c->req.body_len = c->body_len;
 	}
+	c->srv->requests++;
 	c->srv->handler(&c->req, &reply);
 	http_conn_reply(c, &c->req, &reply);
 }
@@ -480,6 +483,7 @@ static void http_conn_send_file(struct http_conn *c)
 			return http_conn_close(c);
 		}
 		c->file_pos += (uint64_t)n;
+		c->srv->sent_bytes += (uint64_t)n;
 		budget -= (uint64_t)n;
 		c->deadline = ev_now_ms() + HTTP_IDLE_MS;
 	}
@@ -497,6 +501,7 @@ static void http_conn_write(struct http_conn *c)
 		if (n <= 0)
 			return http_conn_close(c);
 		c->out_pos += (size_t)n;
+		c->srv->sent_bytes += (uint64_t)n;
 		c->deadline = ev_now_ms() + HTTP_IDLE_MS;
 	}
 	if (c->file_fd >= 0) {
@@ -601,6 +606,17 @@ void http_metrics_handler(const struct http_request *req, struct http_reply *rep
 	metrics_render(&reply->body);
 }
 
+static void http_metrics(struct strbuf *out, void *ctx)
+{
+	const struct http_server *srv = ctx;
+
+	metrics_family(out, "virtman_http_requests_total", "counter", "HTTP requests answered");
+	metrics_sample(out, "virtman_http_requests_total", "", srv->requests);
+	metrics_family(out, "virtman_http_sent_bytes_total", "counter",
+		       "HTTP bytes sent, heads and bodies");
+	metrics_sample(out, "virtman_http_sent_bytes_total", "", srv->sent_bytes);
+}
+
 int http_serve(const struct sockaddr_storage *ss, socklen_t len, http_handler *handler)
 {
 	struct http_server *srv;
@@ -618,5 +634,6 @@ int http_serve(const struct sockaddr_storage *ss, socklen_t len, http_handler *h
 	srv->watch = (struct ev_watch){ .fd = fd, .fn = http_accept, .ctx = srv };
 	srv->tick = (struct ev_tick){ .fn = http_tick, .ctx = srv };
 	ev_tick_add(&srv->tick);
+	metrics_register(http_metrics, srv);
 	return ev_add(&srv->watch, EPOLLIN);
 }
