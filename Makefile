@@ -37,9 +37,11 @@ DEB_PKGS := build-essential musl-tools clang libclang-rt-14-dev libcmocka-dev pk
             bats bats-assert bats-support curl iproute2 procps python3 \
             libiscsi-bin tgt qemu-utils qemu-block-extra qemu-system-x86 ipxe ovmf busybox-static \
             open-iscsi libvirt-daemon-system libvirt-clients linux-image-amd64 \
-            dnsmasq-base nginx-light kmod cpio zstd squashfs-tools debootstrap
+            dnsmasq-base nginx-light kmod cpio zstd squashfs-tools debootstrap \
+            syslinux syslinux-common mtools dosfstools fdisk e2fsprogs
 
-.PHONY: all host tools test unit fuzz fuzz-build deps demo bench clean boot userland
+.PHONY: all host tools test unit fuzz fuzz-build deps demo demo-down bench clean boot userland
+.PHONY: images images-tiny images-debian
 all: $(BUILD)/virtman boot
 
 $(BUILD)/virtman: $(MUSL_OBJS)
@@ -62,6 +64,29 @@ userland: $(BUILD)/boot/userland.squashfs
 
 $(BUILD)/boot/userland.squashfs: initramfs/userland.sh
 	initramfs/userland.sh $@
+
+# VM images (images/README.md): the tiny ones boot in seconds under TCG and are built by the
+# tests that need them; the Debian one takes a minute or more and root (debootstrap), so it is
+# built only on demand. Each is rebuilt when its scripts change.
+IMAGES_DIR := $(BUILD)/images
+TINY_DEPS  := images/tiny/build.sh images/common.sh
+images: images-tiny images-debian
+images-tiny: $(IMAGES_DIR)/tiny.img $(IMAGES_DIR)/tiny-v2.img $(IMAGES_DIR)/tiny-broken.img
+images-debian: $(IMAGES_DIR)/debian.img
+
+$(IMAGES_DIR)/tiny.img: $(TINY_DEPS)
+	images/tiny/build.sh $@
+
+# The same image with another marker: reimaging tests tell the two apart by it.
+$(IMAGES_DIR)/tiny-v2.img: $(TINY_DEPS)
+	images/tiny/build.sh $@ virtman-vm-up-v2
+
+# A partition table without a bootloader: the VM that cannot boot.
+$(IMAGES_DIR)/tiny-broken.img: $(TINY_DEPS)
+	images/tiny/build.sh --no-bootloader $@
+
+$(IMAGES_DIR)/debian.img: images/debian/build.sh images/common.sh
+	images/debian/build.sh $@
 
 # Host build with AddressSanitizer + UndefinedBehaviorSanitizer: tests run against it.
 host: $(BUILD)/host/virtman $(UNIT_BINS) $(TOOL_BINS)
@@ -123,9 +148,12 @@ unit: host
 bench: deps all
 	tests/bench/target.sh
 
-demo: deps all
-	@echo "make demo: not yet — the PXE-booted rack arrives with the seed and agent issues."
-	@echo "Today: build/virtman export IMAGE serves a read-only disk over iSCSI (see README.md)."
+# A virtual rack (HOSTS=3 VMS=2) in a private network namespace; left running.
+demo: deps all userland images-tiny
+	demo/demo.sh up
+
+demo-down:
+	demo/demo.sh down
 
 clean:
 	rm -rf $(BUILD)

@@ -23,6 +23,7 @@
 
 static struct coord *api_coord;
 static const char *api_manifest_path;
+static const char *api_userland_manifest_path;
 static struct ev_tick api_tick;
 static struct log_limit api_log_limit;
 
@@ -214,6 +215,10 @@ void api_http_handler(const struct http_request *req, struct http_reply *reply)
 		http_reply_file(reply, api_manifest_path, "text/plain; charset=utf-8");
 		return;
 	}
+	if (strcmp(req->path, "/api/v1/userland-manifest") == 0 && get && api_userland_manifest_path) {
+		http_reply_file(reply, api_userland_manifest_path, "text/plain; charset=utf-8");
+		return;
+	}
 	if (strncmp(req->path, "/api/", 5) == 0)
 		return api_text(reply, api_coord ? 404 : 503, api_coord ? "no such API route" :
 				"this seed serves no image (start it with --image)");
@@ -226,10 +231,11 @@ static void api_on_tick(void *ctx, uint64_t now)
 	coord_save(api_coord);
 }
 
-void api_init(struct coord *c, const char *manifest_path)
+void api_init(struct coord *c, const char *manifest_path, const char *userland_manifest_path)
 {
 	api_coord = c;
 	api_manifest_path = manifest_path;
+	api_userland_manifest_path = userland_manifest_path;
 	if (!c)
 		return;
 	api_tick = (struct ev_tick){ .fn = api_on_tick };

@@ -5,9 +5,10 @@
 #include "appliance/coord.h"
 #include "lib/http.h"
 
-/* Serves the API for c (NULL: a seed without an image: PXE only) and the manifest file;
+/* Serves the API for c (NULL: a seed without an image: PXE only) and the manifest files
+ * (the userland's may be NULL);
  * starts the once-a-second expiry and persistence of the rack. */
-void api_init(struct coord *c, const char *manifest_path);
+void api_init(struct coord *c, const char *manifest_path, const char *userland_manifest_path);
 
 /* The seed's one HTTP handler. */
 void api_http_handler(const struct http_request *req, struct http_reply *reply);

@@ -138,16 +138,17 @@ static void coord_place(struct coord *c, struct coord_host *h)
 	h->live = true;
 }
 
-static void coord_url(const struct coord *c, struct in_addr addr, uint16_t port, char *out,
-		      size_t len)
+static void coord_url(const char *iqn, struct in_addr addr, uint16_t port, char *out, size_t len)
 {
 	char ip[INET_ADDRSTRLEN];
 
 	inet_ntop(AF_INET, &addr, ip, sizeof ip);
-	snprintf(out, len, "iscsi://%s:%u/%s/0", ip, port, c->cfg.iqn);
+	snprintf(out, len, "iscsi://%s:%u/%s/0", ip, port, iqn);
 }
 
-int coord_upstreams(const struct coord *c, int id, char urls[][128], int max)
+/* Upstreams of host id for one image: parent, uncle, root, at the image's ports. */
+static int coord_upstreams_of(const struct coord *c, int id, const char *iqn, uint16_t port,
+			      uint16_t root_port, char urls[][128], int max)
 {
 	const struct coord_host *h = coord_host_const(c, id), *p;
 	int n = 0;
@@ -156,21 +157,26 @@ int coord_upstreams(const struct coord *c, int id, char urls[][128], int max)
 		return 0;
 	p = coord_host_const(c, h->parent);
 	if (p) {
-		coord_url(c, p->addr, c->cfg.iscsi_port, urls[n++], 128);
+		coord_url(iqn, p->addr, port, urls[n++], 128);
 		/* The uncle: another live child of the grandparent, for spreading and failover. */
 		for (int i = 0; i < c->nhosts; i++) {
 			const struct coord_host *u = &c->hosts[i];
 
 			if (u->live && u->id != p->id && u->id != h->id && u->parent == p->parent &&
 			    !coord_in_subtree(c, u->id, h->id)) {
-				coord_url(c, u->addr, c->cfg.iscsi_port, urls[n++], 128);
+				coord_url(iqn, u->addr, port, urls[n++], 128);
 				break;
 			}
 		}
 	}
-	coord_url(c, c->cfg.seed_addr, c->cfg.root_port ? c->cfg.root_port : c->cfg.iscsi_port,
-		  urls[n++], 128);
+	coord_url(iqn, c->cfg.seed_addr, root_port, urls[n++], 128);
 	return n;
+}
+
+int coord_upstreams(const struct coord *c, int id, char urls[][128], int max)
+{
+	return coord_upstreams_of(c, id, c->cfg.iqn, c->cfg.iscsi_port,
+				  c->cfg.root_port ? c->cfg.root_port : c->cfg.iscsi_port, urls, max);
 }
 
 static void coord_set_stage(struct coord_host *h, const char *stage, const char *reason,
@@ -201,6 +207,18 @@ static void coord_reply(const struct coord *c, const struct coord_host *h, struc
 	for (int i = 0; i < n; i++)
 		kv_add(out, "upstream", "%s", urls[i]);
 	kv_add(out, "manifest-url", "%s", c->cfg.manifest_url);
+	if (c->cfg.userland_iqn) {
+		n = coord_upstreams_of(c, h->id, c->cfg.userland_iqn, c->cfg.userland_port,
+				       c->cfg.userland_port, urls, 3);
+		kv_add(out, "userland-iqn", "%s", c->cfg.userland_iqn);
+		kv_add(out, "userland-port", "%u", c->cfg.userland_port);
+		kv_add(out, "userland-manifest-url", "%s", c->cfg.userland_manifest_url);
+		for (int i = 0; i < n; i++)
+			kv_add(out, "userland-upstream", "%s", urls[i]);
+	}
+	if (c->cfg.vm_marker)
+		kv_add(out, "vm-marker", "%s", c->cfg.vm_marker);
+	kv_add(out, "vm-timeout", "%u", c->cfg.vm_timeout_s);
 	kv_add(out, "vms", "%u", c->cfg.vms_per_host);
 	kv_add(out, "vcpus", "%u", c->cfg.vcpus);
 	kv_add(out, "memory", "%u", c->cfg.memory_mib);

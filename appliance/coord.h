@@ -30,6 +30,11 @@ struct coord_config {
 	uint16_t root_port;		/* where the seed's root export listens (0: iscsi_port) */
 	const char *iqn;		/* the image's target name */
 	const char *manifest_url;
+	const char *userland_iqn;	/* the hypervisor userland image, or NULL */
+	uint16_t userland_port;		/* where hosts' userland relays and the seed's export listen */
+	const char *userland_manifest_url;
+	const char *vm_marker;		/* console line that means a VM is up */
+	uint32_t vm_timeout_s;		/* a VM not up by then is failed */
 	const char *token;		/* boot token hosts must present */
 	const char *state_path;		/* NULL: nothing persisted */
 };

@@ -30,6 +30,7 @@
 #include "pxe/tftp.h"
 
 #define SEED_HTTP_PORT 8080
+#define SEED_USERLAND_PORT 3261	/* the userland image's exports, the seed's and every host's */
 #define SEED_STATE_DIR "/var/lib/virtman"
 #define SEED_IPXE_DIR "/usr/lib/ipxe"
 #define SEED_LEASE_DEFAULT 3600
@@ -42,7 +43,8 @@ static const char seed_usage[] =
 	"                    [--http ADDR:PORT] [--tftp-root DIR] [--state-dir DIR]\n"
 	"                    [--image FILE [--iqn IQN] [--iscsi ADDR:PORT] [--chunk-size BYTES]\n"
 	"                     [--vms-per-host N] [--vcpus N] [--memory MIB] [--fanout K]\n"
-	"                     [--heartbeat SECONDS]]\n"
+	"                     [--heartbeat SECONDS] [--userland FILE] [--vm-marker TEXT]\n"
+	"                     [--vm-timeout SECONDS]]\n"
 	"\n"
 	"Network-boots the hosts on the network of interface IF: PXE ROMs get iPXE over TFTP\n"
 	"(BIOS: undionly.kpxe, x86-64 UEFI: snponly.efi), UEFI HTTP boot gets ipxe.efi over\n"
@@ -82,6 +84,12 @@ static const char seed_usage[] =
 	"                       default 2; 1 makes a chain)\n"
 	"  --heartbeat SECONDS  agents report this often; a host silent for 3 is lost and its\n"
 	"                       children are re-parented (1..300, default 5)\n"
+	"  --userland FILE      the hypervisor userland (make userland: libvirt + QEMU as a\n"
+	"                       squashfs), sent down the same tree as a second image on port\n"
+	"                       3261; hosts need it to run VMs\n"
+	"  --vm-marker TEXT     a VM is up when its console prints a line starting with TEXT\n"
+	"                       (default virtman-vm-up)\n"
+	"  --vm-timeout SECONDS a VM not up by then is reported failed (default 300)\n"
 	"  -h, --help           this text\n"
 	"\n"
 	"HTTP routes: / (dashboard), /api/v1/hosts (GET: JSON; POST: register), /api/v1/tree,\n"
@@ -97,6 +105,7 @@ struct seed_options {
 	const char *iface, *dhcp, *pool, *router, *dns, *lease_time;
 	const char *kernel, *initrd, *append, *http, *tftp_root, *state_dir;
 	const char *image, *iqn, *iscsi, *chunk_size, *vms, *vcpus, *memory, *fanout, *heartbeat;
+	const char *userland, *vm_marker, *vm_timeout;
 };
 
 /* The configuration the servers keep pointers into for the life of the process. */
@@ -106,6 +115,10 @@ static struct boot_config seed_boot;
 static char seed_lease_path[PATH_MAX];
 static char seed_ipxe_dir[PATH_MAX];
 static char seed_manifest_path[PATH_MAX];
+static char seed_userland_manifest_path[PATH_MAX];
+static char seed_userland_iqn[ISCSI_NAME_MAX + 1];
+static char seed_userland_manifest_url[BOOT_BASE_MAX + 40];
+static struct target_config seed_userland_target;
 static char seed_rack_path[PATH_MAX];
 static char seed_iqn[ISCSI_NAME_MAX + 1];
 static char seed_manifest_url[BOOT_BASE_MAX + 32];
@@ -353,15 +366,16 @@ static uint32_t seed_number(const char *flag, const char *s, uint64_t min, uint6
 
 /* Reuses the manifest in the state directory while the image file is unchanged (same
  * device, inode, size, mtime and chunk size): digesting a big image takes a while. */
-static void seed_manifest(const char *image, const char *state_dir, uint32_t chunk)
+static void seed_manifest(const char *image, const char *state_dir, const char *name,
+			  uint32_t chunk, char *path, size_t path_len)
 {
 	char stamp_path[PATH_MAX], want[256], have[256], err[512];
 	struct stat st;
 
 	if (stat(image, &st) < 0)
-		die(EXIT_START, "--image %s: %s", image, strerror(errno));
-	snprintf(seed_manifest_path, sizeof seed_manifest_path, "%s/image.manifest", state_dir);
-	snprintf(stamp_path, sizeof stamp_path, "%s/image.manifest.source", state_dir);
+		die(EXIT_START, "%s: %s", image, strerror(errno));
+	snprintf(path, path_len, "%s/%s.manifest", state_dir, name);
+	snprintf(stamp_path, sizeof stamp_path, "%s/%s.manifest.source", state_dir, name);
 	snprintf(want, sizeof want, "%llu %llu %llu %lld.%09ld %u\n",
 		 (unsigned long long)st.st_dev, (unsigned long long)st.st_ino,
 		 (unsigned long long)st.st_size, (long long)st.st_mtim.tv_sec,
@@ -369,30 +383,52 @@ static void seed_manifest(const char *image, const char *state_dir, uint32_t chu
 	FILE *f = fopen(stamp_path, "re");
 
 	if (f && fgets(have, sizeof have, f) && strcmp(have, want) == 0 &&
-	    access(seed_manifest_path, R_OK) == 0) {
+	    access(path, R_OK) == 0) {
 		fclose(f);
 		return;
 	}
 	if (f)
 		fclose(f);
-	log_msg("digesting %s into %s", image, seed_manifest_path);
-	if (manifest_create(image, seed_manifest_path, chunk, err, sizeof err) < 0)
+	log_msg("digesting %s into %s", image, path);
+	if (manifest_create(image, path, chunk, err, sizeof err) < 0)
 		die(EXIT_START, "%s", err);
 	f = fopen(stamp_path, "we");
 	if (!f || fputs(want, f) < 0 || fclose(f) != 0)
 		die(EXIT_START, "cannot write %s", stamp_path);
 }
 
+/* Exports one image read-only as a root of the tree, at listen. */
+static void seed_export(struct target_config *t, const char *image, const char *manifest_path,
+			const char *iqn, const char *listen)
+{
+	struct manifest m;
+	char err[512];
+	int fd, rc;
+
+	if (manifest_load(manifest_path, &m, err, sizeof err) < 0)
+		die(EXIT_START, "%s", err);
+	fd = open(image, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		die(EXIT_START, "%s: %s", image, strerror(errno));
+	t->iqn = iqn;
+	t->image_fd = fd;
+	t->image_size = m.size;
+	target_disk_init(&t->disk, iqn, m.size);
+	manifest_free(&m);
+	if (parse_hostport(listen, &t->listen, &t->listen_len) < 0 || t->listen.ss_family != AF_INET)
+		die(EXIT_USAGE, "--iscsi %s: expected IPv4ADDR:PORT", listen);
+	if ((rc = target_start(t)) < 0)
+		die(EXIT_START, "cannot listen on %s for iSCSI: %s", listen, strerror(-rc));
+}
+
 /* The root of the tree: exports the image and coordinates the hosts that attach it. */
 static void seed_image(const struct seed_options *o, struct in_addr addr)
 {
 	struct coord_config cc = { 0 };
-	struct manifest m;
-	char err[512], listen_default[INET_ADDRSTRLEN + 8], addr_s[INET_ADDRSTRLEN];
+	char listen_default[INET_ADDRSTRLEN + 8], addr_s[INET_ADDRSTRLEN];
 	const char *base;
 	uint32_t chunk = seed_number("--chunk-size", o->chunk_size, MANIFEST_CHUNK_MIN,
 				     MANIFEST_CHUNK_MAX, MANIFEST_CHUNK_DEFAULT);
-	int fd, err_no;
 
 	if (chunk & (chunk - 1))
 		die(EXIT_USAGE, "--chunk-size %s: a power of two", o->chunk_size);
@@ -414,25 +450,33 @@ static void seed_image(const struct seed_options *o, struct in_addr addr)
 	if (strncmp(seed_iqn, "iqn.", 4) != 0 || strspn(seed_iqn, "abcdefghijklmnopqrstuvwxyz"
 			"0123456789.-:") != strlen(seed_iqn))
 		die(EXIT_USAGE, "--iqn %s: not a valid iSCSI name", seed_iqn);
-	seed_manifest(o->image, o->state_dir, chunk);
-	if (manifest_load(seed_manifest_path, &m, err, sizeof err) < 0)
-		die(EXIT_START, "%s", err);
-	fd = open(o->image, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		die(EXIT_START, "--image %s: %s", o->image, strerror(errno));
-	seed_target.iqn = seed_iqn;
-	seed_target.image_fd = fd;
-	seed_target.image_size = m.size;
-	target_disk_init(&seed_target.disk, seed_iqn, m.size);
-	manifest_free(&m);
+	seed_manifest(o->image, o->state_dir, "image", chunk, seed_manifest_path,
+		      sizeof seed_manifest_path);
 	inet_ntop(AF_INET, &addr, addr_s, sizeof addr_s);
 	snprintf(listen_default, sizeof listen_default, "%s:3260", addr_s);
-	if (parse_hostport(o->iscsi ? o->iscsi : listen_default, &seed_target.listen,
-			   &seed_target.listen_len) < 0 || seed_target.listen.ss_family != AF_INET)
-		die(EXIT_USAGE, "--iscsi %s: expected IPv4ADDR:PORT", o->iscsi);
-	if ((err_no = target_start(&seed_target)) < 0)
-		die(EXIT_START, "cannot listen on %s for iSCSI: %s",
-		    o->iscsi ? o->iscsi : listen_default, strerror(-err_no));
+	seed_export(&seed_target, o->image, seed_manifest_path, seed_iqn,
+		    o->iscsi ? o->iscsi : listen_default);
+	if (o->userland) {
+		/* The hypervisor userland: a second image down the same tree, one port up. */
+		struct sockaddr_in *sin = (struct sockaddr_in *)&seed_target.listen;
+		char ul_listen[INET_ADDRSTRLEN + 8], ip[INET_ADDRSTRLEN];
+
+		if (strlen(seed_iqn) + strlen("-userland") > ISCSI_NAME_MAX)
+			die(EXIT_USAGE, "--iqn %s: too long to name the userland after it", seed_iqn);
+		memcpy(seed_userland_iqn, seed_iqn, strlen(seed_iqn));
+		memcpy(seed_userland_iqn + strlen(seed_iqn), "-userland", sizeof "-userland");
+		seed_manifest(o->userland, o->state_dir, "userland", chunk, seed_userland_manifest_path,
+			      sizeof seed_userland_manifest_path);
+		inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof ip);
+		snprintf(ul_listen, sizeof ul_listen, "%s:%u", ip, SEED_USERLAND_PORT);
+		seed_export(&seed_userland_target, o->userland, seed_userland_manifest_path,
+			    seed_userland_iqn, ul_listen);
+		snprintf(seed_userland_manifest_url, sizeof seed_userland_manifest_url,
+			 "%s/api/v1/userland-manifest", seed_boot.http_base);
+		cc.userland_iqn = seed_userland_iqn;
+		cc.userland_port = SEED_USERLAND_PORT;
+		cc.userland_manifest_url = seed_userland_manifest_url;
+	}
 	snprintf(seed_manifest_url, sizeof seed_manifest_url, "%s/api/v1/manifest",
 		 seed_boot.http_base);
 	snprintf(seed_rack_path, sizeof seed_rack_path, "%s/rack", o->state_dir);
@@ -441,6 +485,10 @@ static void seed_image(const struct seed_options *o, struct in_addr addr)
 	cc.vms_per_host = seed_number("--vms-per-host", o->vms, 0, COORD_VMS_MAX, 2);
 	cc.vcpus = seed_number("--vcpus", o->vcpus, 1, 64, 1);
 	cc.memory_mib = seed_number("--memory", o->memory, 16, 1048576, 256);
+	cc.vm_marker = o->vm_marker ? o->vm_marker : "virtman-vm-up";
+	cc.vm_timeout_s = seed_number("--vm-timeout", o->vm_timeout, 10, 86400, 300);
+	if (strpbrk(cc.vm_marker, "\n\r") || strlen(cc.vm_marker) > 128 || !*cc.vm_marker)
+		die(EXIT_USAGE, "--vm-marker: one line of 1 to 128 characters");
 	cc.prefix_len = (uint32_t)__builtin_popcount(seed_dhcp.dhcp.netmask.s_addr);
 	cc.seed_addr = addr;
 	cc.iscsi_port = 3260;
@@ -450,7 +498,7 @@ static void seed_image(const struct seed_options *o, struct in_addr addr)
 	cc.token = seed_boot.token;
 	cc.state_path = seed_rack_path;
 	coord_init(&seed_coord, &cc);
-	api_init(&seed_coord, seed_manifest_path);
+	api_init(&seed_coord, seed_manifest_path, o->userland ? seed_userland_manifest_path : NULL);
 	log_msg("image %s: %llu bytes, root export %s on port %u, fan-out %u", o->image,
 		(unsigned long long)seed_target.image_size, seed_iqn, cc.root_port, cc.fanout);
 }
@@ -479,6 +527,9 @@ int cmd_seed(int argc, char **argv)
 		{ "memory", required_argument, NULL, 'm' },
 		{ "fanout", required_argument, NULL, 'F' },
 		{ "heartbeat", required_argument, NULL, 'B' },
+		{ "userland", required_argument, NULL, 'W' },
+		{ "vm-marker", required_argument, NULL, 'K' },
+		{ "vm-timeout", required_argument, NULL, 'T' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -513,6 +564,9 @@ int cmd_seed(int argc, char **argv)
 		case 'm': o.memory = optarg; break;
 		case 'F': o.fanout = optarg; break;
 		case 'B': o.heartbeat = optarg; break;
+		case 'W': o.userland = optarg; break;
+		case 'K': o.vm_marker = optarg; break;
+		case 'T': o.vm_timeout = optarg; break;
 		case 'h': fputs(seed_usage, stdout); return 0;
 		default: fputs(seed_usage, stderr); return EXIT_USAGE;
 		}
@@ -530,11 +584,11 @@ int cmd_seed(int argc, char **argv)
 	if (o.image)
 		seed_image(&o, seed_dhcp.dhcp.server);
 	else if (o.iqn || o.iscsi || o.chunk_size || o.vms || o.vcpus || o.memory || o.fanout ||
-		 o.heartbeat)
+		 o.heartbeat || o.userland || o.vm_marker || o.vm_timeout)
 		die(EXIT_USAGE, "--iqn, --iscsi, --chunk-size, --vms-per-host, --vcpus, --memory, "
-			       "--fanout and --heartbeat need --image");
+			       "--fanout, --heartbeat, --userland, --vm-marker and --vm-timeout need --image");
 	else
-		api_init(NULL, NULL);
+		api_init(NULL, NULL, NULL);
 	if ((err = http_serve(&http_ss, http_len, api_http_handler)) < 0)
 		die(EXIT_START, "cannot listen on %s for HTTP: %s", seed_boot.http_base,
 		    strerror(-err));

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "hostagent/agent.h"
+#include "hostagent/vms.h"
 #include "iscsi/initiator.h"
 #include "iscsi/manifest.h"
 #include "lib/httpc.h"
@@ -49,7 +50,26 @@ enum agent_step {
 	STEP_CACHE,
 	STEP_RELAY,
 	STEP_ATTACH,
+	STEP_USERLAND,
 	STEP_READY,
+};
+
+enum { IMG_VM, IMG_USERLAND, IMG_COUNT };
+
+/* One image the host attaches through its own relay: the VM image, the hypervisor userland. */
+struct agent_image {
+	const char *name;
+	int port;			/* the relay's iSCSI port */
+	int metrics_port;
+	char iqn[224];
+	char upstreams[AGENT_UPSTREAMS_MAX][ISCSI_URL_MAX];
+	int nupstreams;
+	char manifest_url[512];
+	char upstreams_path[256];
+	char manifest_path[256];
+	char cache_dir[300];
+	pid_t relay_pid;
+	char disk[64];
 };
 
 struct agent {
@@ -59,9 +79,7 @@ struct agent {
 	char cache[256];		/* "tmpfs", a block device, or a directory */
 	char iface[IF_NAMESIZE];
 	char attach[16];		/* "open-iscsi" or "none" */
-	char run_dir[200];		/* upstreams file, manifest */
-	char upstreams_path[256];
-	char manifest_path[256];
+	char run_dir[200];		/* upstreams files, manifests */
 	bool debug;
 	bool verify;			/* read the attached disk whole and report its SHA-256 */
 	/* learnt */
@@ -69,16 +87,18 @@ struct agent {
 	char addr[INET_ADDRSTRLEN];
 	int host_id;
 	unsigned generation;
-	char iqn[224];
-	char upstreams[AGENT_UPSTREAMS_MAX][ISCSI_URL_MAX];
-	int nupstreams;
-	char manifest_url[512];
 	unsigned heartbeat_s;
+	struct agent_image img[IMG_COUNT];	/* the userland's iqn is empty without one */
 	char cache_dir[256];
-	char disk[64];
 	char disk_sha256[2 * SHA256_LEN + 1];
+	/* the VM set */
+	unsigned vms;
+	unsigned vcpus;
+	unsigned memory_mib;
+	char vm_marker[160];
+	unsigned vm_timeout_s;
+	bool hv_up;
 	/* children */
-	pid_t relay_pid;
 	pid_t iscsid_pid;
 	/* reporting */
 	char stage[32];
@@ -89,6 +109,8 @@ struct agent {
 };
 
 static struct agent agent;
+static struct vm_set agent_vms;
+static bool agent_vms_started;
 static volatile sig_atomic_t agent_stopping;
 
 static const char agent_usage[] =
@@ -210,7 +232,10 @@ static pid_t agent_spawn(char *const argv[])
 	return pid;
 }
 
-/* Runs a command to completion within timeout_ms; its exit status, or -errno. */
+static void agent_keepalive(void);
+
+/* Runs a command to completion within timeout_ms; its exit status, or -errno. The seed
+ * keeps hearing from us meanwhile: iscsiadm and hv-start can take a while. */
 static int agent_run(int timeout_ms, char *const argv[])
 {
 	pid_t pid = agent_spawn(argv);
@@ -232,6 +257,7 @@ static int agent_run(int timeout_ms, char *const argv[])
 			waitpid(pid, &status, 0);
 			return -ETIMEDOUT;
 		}
+		agent_keepalive();
 		usleep(20000);	/* a child's exit, polled: no signal plumbing for one command */
 	}
 }
@@ -243,17 +269,19 @@ static void agent_reap(void)
 	pid_t pid;
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-		const char *who = pid == agent.relay_pid ? "relay" :
-				  pid == agent.iscsid_pid ? "iscsid" : NULL;
+		int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 
-		if (!who)
-			continue;
-		agent_log("%s (pid %d) exited with status %d", who, (int)pid,
-			  WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
-		if (pid == agent.relay_pid)
-			agent.relay_pid = 0;
-		else
+		for (int i = 0; i < IMG_COUNT; i++) {
+			if (pid != agent.img[i].relay_pid)
+				continue;
+			agent_log("%s relay (pid %d) exited with status %d", agent.img[i].name,
+				  (int)pid, code);
+			agent.img[i].relay_pid = 0;
+		}
+		if (pid == agent.iscsid_pid) {
+			agent_log("iscsid (pid %d) exited with status %d", (int)pid, code);
 			agent.iscsid_pid = 0;
+		}
 	}
 }
 
@@ -297,6 +325,17 @@ static void agent_stage(const char *stage, const char *fmt, ...)
 	agent_log("stage %s%s%s", stage, agent.reason[0] ? ": " : "", agent.reason);
 }
 
+static uint64_t agent_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t agent_last_beat_ms;
+static bool agent_in_beat;
+
 static int agent_heartbeat(void)
 {
 	struct strbuf body = { 0 };
@@ -313,7 +352,10 @@ static int agent_heartbeat(void)
 		kv_add(&body, "disk-sha256", "%s", agent.disk_sha256);
 	agent_add_log_lines(&body);
 	snprintf(path, sizeof path, "/api/v1/hosts/%d/heartbeat", agent.host_id);
+	agent_in_beat = true;
 	rc = agent_post(path, &body, &resp);
+	agent_in_beat = false;
+	agent_last_beat_ms = agent_mono_ms();
 	sb_free(&body);
 	if (rc < 0)
 		return rc;
@@ -331,26 +373,68 @@ static int agent_heartbeat(void)
 	return rc;
 }
 
-/* Writes the relay's upstream file and tells a running relay to re-read it. */
-static void agent_write_upstreams(void)
+/* A heartbeat when one is due, from inside long steps. */
+static void agent_keepalive(void)
+{
+	if (agent.host_id > 0 && !agent_in_beat &&
+	    agent_mono_ms() - agent_last_beat_ms >= (uint64_t)agent.heartbeat_s * 1000)
+		agent_heartbeat();
+}
+
+/* Writes a relay's upstream file and tells the running relay to re-read it. */
+static void agent_write_upstreams(struct agent_image *im)
 {
 	struct strbuf sb = { 0 };
 
-	for (int i = 0; i < agent.nupstreams; i++)
-		sb_printf(&sb, "%s\n", agent.upstreams[i]);
-	if (agent_write_file(agent.upstreams_path, sb.data ? sb.data : "") < 0)
-		agent_log("cannot write %s: %s", agent.upstreams_path, strerror(errno));
+	for (int i = 0; i < im->nupstreams; i++)
+		sb_printf(&sb, "%s\n", im->upstreams[i]);
+	if (agent_write_file(im->upstreams_path, sb.data ? sb.data : "") < 0)
+		agent_log("cannot write %s: %s", im->upstreams_path, strerror(errno));
 	sb_free(&sb);
-	if (agent.relay_pid > 0)
-		kill(agent.relay_pid, SIGHUP);
+	if (im->relay_pid > 0)
+		kill(im->relay_pid, SIGHUP);
+}
+
+/* Takes the upstream URLs under key from a reply; a changed list reaches the relay. */
+static void agent_take_upstreams(struct agent_image *im, const struct kv *kv, int n,
+				 const char *key)
+{
+	char ups[AGENT_UPSTREAMS_MAX][ISCSI_URL_MAX];
+	int nups = 0;
+	bool changed;
+
+	for (int i = 0; i < n; i++) {
+		struct iscsi_url url;
+
+		if (strcmp(kv[i].key, key) != 0)
+			continue;
+		if (nups == AGENT_UPSTREAMS_MAX || iscsi_url_parse(kv[i].value, &url) < 0) {
+			agent_log("ignoring bad %s '%.100s'", key, kv[i].value);
+			continue;
+		}
+		snprintf(ups[nups++], ISCSI_URL_MAX, "%s", kv[i].value);
+	}
+	if (nups == 0)
+		return;
+	changed = nups != im->nupstreams;
+	for (int i = 0; i < nups && !changed; i++)
+		changed = strcmp(ups[i], im->upstreams[i]) != 0;
+	if (!changed)
+		return;
+	memcpy(im->upstreams, ups, sizeof ups);
+	im->nupstreams = nups;
+	agent_log("%s upstreams: %s%s%s%s%s", im->name, ups[0], nups > 1 ? ", " : "",
+		  nups > 1 ? ups[1] : "", nups > 2 ? ", " : "", nups > 2 ? ups[2] : "");
+	if (im->relay_pid > 0)
+		agent_write_upstreams(im);
 }
 
 static int agent_apply_reply(const struct httpc_response *resp)
 {
-	char *text = malloc(resp->body.len + 1), ups[AGENT_UPSTREAMS_MAX][ISCSI_URL_MAX];
+	char *text = malloc(resp->body.len + 1);
 	struct kv kv[KV_MAX];
-	int n, nups = 0;
 	uint64_t v;
+	int n;
 
 	if (!text)
 		return -ENOMEM;
@@ -361,43 +445,36 @@ static int agent_apply_reply(const struct httpc_response *resp)
 		agent_log("the seed's reply is not key=value lines");
 		return -EPROTO;
 	}
-	for (int i = 0; i < n; i++) {
-		struct iscsi_url url;
-
-		if (strcmp(kv[i].key, "upstream") != 0)
-			continue;
-		if (nups == AGENT_UPSTREAMS_MAX || iscsi_url_parse(kv[i].value, &url) < 0) {
-			agent_log("ignoring bad upstream '%.100s'", kv[i].value);
-			continue;
-		}
-		snprintf(ups[nups++], ISCSI_URL_MAX, "%s", kv[i].value);
-	}
+	agent_take_upstreams(&agent.img[IMG_VM], kv, n, "upstream");
+	agent_take_upstreams(&agent.img[IMG_USERLAND], kv, n, "userland-upstream");
 	if (kv_get_u64(kv, n, "host-id", 1, 1u << 20, &v) == 0)
 		agent.host_id = (int)v;
 	if (kv_get_u64(kv, n, "generation", 0, UINT32_MAX, &v) == 0)
 		agent.generation = (unsigned)v;
 	if (kv_get_u64(kv, n, "heartbeat", 1, 3600, &v) == 0)
 		agent.heartbeat_s = (unsigned)v;
+	if (kv_get_u64(kv, n, "vms", 0, 64, &v) == 0)
+		agent.vms = (unsigned)v;
+	if (kv_get_u64(kv, n, "vcpus", 1, 64, &v) == 0)
+		agent.vcpus = (unsigned)v;
+	if (kv_get_u64(kv, n, "memory", 16, 1 << 20, &v) == 0)
+		agent.memory_mib = (unsigned)v;
+	if (kv_get_u64(kv, n, "vm-timeout", 1, 86400, &v) == 0)
+		agent.vm_timeout_s = (unsigned)v;
+	if (kv_get(kv, n, "vm-marker"))
+		snprintf(agent.vm_marker, sizeof agent.vm_marker, "%s", kv_get(kv, n, "vm-marker"));
 	if (kv_get(kv, n, "iqn"))
-		snprintf(agent.iqn, sizeof agent.iqn, "%s", kv_get(kv, n, "iqn"));
+		snprintf(agent.img[IMG_VM].iqn, sizeof agent.img[0].iqn, "%s", kv_get(kv, n, "iqn"));
 	if (kv_get(kv, n, "manifest-url"))
-		snprintf(agent.manifest_url, sizeof agent.manifest_url, "%s",
+		snprintf(agent.img[IMG_VM].manifest_url, sizeof agent.img[0].manifest_url, "%s",
 			 kv_get(kv, n, "manifest-url"));
+	if (kv_get(kv, n, "userland-iqn"))
+		snprintf(agent.img[IMG_USERLAND].iqn, sizeof agent.img[0].iqn, "%s",
+			 kv_get(kv, n, "userland-iqn"));
+	if (kv_get(kv, n, "userland-manifest-url"))
+		snprintf(agent.img[IMG_USERLAND].manifest_url, sizeof agent.img[0].manifest_url, "%s",
+			 kv_get(kv, n, "userland-manifest-url"));
 	free(text);
-	if (nups == 0)
-		return 0;
-	bool changed = nups != agent.nupstreams;
-
-	for (int i = 0; i < nups && !changed; i++)
-		changed = strcmp(ups[i], agent.upstreams[i]) != 0;
-	if (changed) {
-		memcpy(agent.upstreams, ups, sizeof ups);
-		agent.nupstreams = nups;
-		agent_log("upstreams: %s%s%s%s%s", ups[0], nups > 1 ? ", " : "",
-			  nups > 1 ? ups[1] : "", nups > 2 ? ", " : "", nups > 2 ? ups[2] : "");
-		if (agent.relay_pid > 0)
-			agent_write_upstreams();
-	}
 	return 0;
 }
 
@@ -509,8 +586,8 @@ static int agent_step_register(void)
 	}
 	rc = agent_apply_reply(&resp);
 	sb_free(&resp.body);
-	if (rc < 0 || agent.host_id <= 0 || !agent.iqn[0] || !agent.nupstreams ||
-	    !agent.manifest_url[0]) {
+	if (rc < 0 || agent.host_id <= 0 || !agent.img[IMG_VM].iqn[0] ||
+	    !agent.img[IMG_VM].nupstreams || !agent.img[IMG_VM].manifest_url[0]) {
 		agent_stage("failed", "the seed's registration reply lacks host-id, iqn, upstream "
 			    "or manifest-url");
 		return -EPROTO;
@@ -519,16 +596,16 @@ static int agent_step_register(void)
 	return 0;
 }
 
-static int agent_step_manifest(void)
+static int agent_fetch_manifest(struct agent_image *im)
 {
 	struct httpc_response resp;
 	struct manifest m;
 	char err[200];
 	int rc;
 
-	rc = httpc_request("GET", agent.manifest_url, NULL, 0, 64u << 20, 60000, &resp);
+	rc = httpc_request("GET", im->manifest_url, NULL, 0, 64u << 20, 60000, &resp);
 	if (rc < 0 || resp.status != 200) {
-		agent_stage("failed", "fetching the manifest %s: %s", agent.manifest_url,
+		agent_stage("failed", "fetching the manifest %s: %s", im->manifest_url,
 			    rc < 0 ? strerror(-rc) : "HTTP error");
 		if (rc == 0)
 			sb_free(&resp.body);
@@ -538,12 +615,23 @@ static int agent_step_manifest(void)
 	if (rc == 0) {
 		manifest_free(&m);
 		sb_add(&resp.body, "", 1);
-		rc = agent_write_file(agent.manifest_path, resp.body.data);
+		rc = agent_write_file(im->manifest_path, resp.body.data);
 	} else {
-		agent_stage("failed", "the seed's manifest is bad: %s", err);
+		agent_stage("failed", "the seed's %s manifest is bad: %s", im->name, err);
 	}
 	sb_free(&resp.body);
 	return rc;
+}
+
+static int agent_step_manifest(void)
+{
+	for (int i = 0; i < IMG_COUNT; i++) {
+		int rc = agent.img[i].iqn[0] ? agent_fetch_manifest(&agent.img[i]) : 0;
+
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
 }
 
 /* The cache lives on tmpfs, on a local disk (formatted once), or in a given directory. */
@@ -602,7 +690,8 @@ static bool agent_port_open(int port)
 	return ok;
 }
 
-static int agent_step_relay(void)
+/* Starts one image's relay (if not running) and waits until it listens. */
+static int agent_start_relay(struct agent_image *im)
 {
 	char self[4096], listen[32], metrics[32], name[128];
 	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -610,38 +699,50 @@ static int agent_step_relay(void)
 	if (n < 0)
 		return -errno;
 	self[n] = '\0';
-	agent_write_upstreams();
-	snprintf(listen, sizeof listen, "0.0.0.0:%d", AGENT_ISCSI_PORT);
-	snprintf(metrics, sizeof metrics, "0.0.0.0:%d", AGENT_METRICS_PORT);
+	snprintf(im->cache_dir, sizeof im->cache_dir, "%s/%s", agent.cache_dir, im->name);
+	mkdir(im->cache_dir, 0755);
+	agent_write_upstreams(im);
+	snprintf(listen, sizeof listen, "0.0.0.0:%d", im->port);
+	snprintf(metrics, sizeof metrics, "0.0.0.0:%d", im->metrics_port);
 	snprintf(name, sizeof name, "iqn.2026-11.org.virtman:host-%d", agent.host_id);
-	char *argv[] = { self, "export", "--upstreams-file", agent.upstreams_path,
-			 "--cache", agent.cache_dir, "--manifest", agent.manifest_path,
-			 "--listen", listen, "--iqn", agent.iqn, "--metrics", metrics,
+	char *argv[] = { self, "export", "--upstreams-file", im->upstreams_path,
+			 "--cache", im->cache_dir, "--manifest", im->manifest_path,
+			 "--listen", listen, "--iqn", im->iqn, "--metrics", metrics,
 			 "--initiator-name", name, NULL };
 
-	if (agent.relay_pid <= 0) {
-		agent.relay_pid = agent_spawn(argv);
-		if (agent.relay_pid < 0) {
-			agent.relay_pid = 0;
+	if (im->relay_pid <= 0) {
+		im->relay_pid = agent_spawn(argv);
+		if (im->relay_pid < 0) {
+			im->relay_pid = 0;
 			return -errno;
 		}
 	}
 	for (int i = 0; i < 500; i++) {	/* 10 s in 20 ms polls */
-		if (agent_port_open(AGENT_ISCSI_PORT)) {
-			agent_stage("relay-ready", "relay pid %d", (int)agent.relay_pid);
+		if (agent_port_open(im->port))
 			return 0;
-		}
 		agent_reap();
-		if (agent.relay_pid == 0)
+		if (im->relay_pid == 0)
 			break;
 		usleep(20000);
 	}
-	agent_stage("failed", "the relay did not start listening on port %d", AGENT_ISCSI_PORT);
+	agent_stage("failed", "the %s relay did not start listening on port %d", im->name, im->port);
 	return -EIO;
 }
 
+static int agent_step_relay(void)
+{
+	for (int i = 0; i < IMG_COUNT; i++) {
+		int rc = agent.img[i].iqn[0] ? agent_start_relay(&agent.img[i]) : 0;
+
+		if (rc < 0)
+			return rc;
+	}
+	agent_stage("relay-ready", "relay pid %d", (int)agent.img[IMG_VM].relay_pid);
+	return 0;
+}
+
 /* Finds the block device of the iSCSI session to target iqn: /dev/sdX, through sysfs. */
-static bool agent_find_disk(char *out, size_t len)
+static bool agent_find_disk(const char *iqn, char *out, size_t len)
 {
 	DIR *sessions = opendir("/sys/class/iscsi_session");
 	struct dirent *s;
@@ -660,7 +761,7 @@ static bool agent_find_disk(char *out, size_t len)
 		if (agent_read_file(path, name, sizeof name) < 0)
 			continue;
 		name[strcspn(name, "\n")] = '\0';
-		if (strcmp(name, agent.iqn) != 0)
+		if (strcmp(name, iqn) != 0)
 			continue;
 		/* session -> device/targetH:C:T -> H:C:T:L/block/sdX */
 		snprintf(path, sizeof path, "/sys/class/iscsi_session/%s/device", s->d_name);
@@ -725,7 +826,8 @@ static long agent_relay_verify_failures(void)
  * a disk that cannot be read fails the step, with the reason the relay knows. */
 static int agent_verify_disk(void)
 {
-	int fd = open(agent.disk, O_RDONLY | O_CLOEXEC);
+	const char *disk = agent.img[IMG_VM].disk;
+	int fd = open(disk, O_RDONLY | O_CLOEXEC);
 	static uint8_t buf[1 << 20];
 	uint8_t d[SHA256_LEN];
 	struct sha256 s;
@@ -745,30 +847,27 @@ static int agent_verify_disk(void)
 			agent_stage("failed", "the image failed verification: %ld chunks from the "
 				    "upstreams did not match the manifest", bad);
 		else
-			agent_stage("failed", "reading %s: %s", agent.disk, strerror(err));
+			agent_stage("failed", "reading %s: %s", disk, strerror(err));
 		return -err;
 	}
 	close(fd);
 	sha256_final(&s, d);
 	for (int i = 0; i < SHA256_LEN; i++)
 		snprintf(agent.disk_sha256 + 2 * i, 3, "%02x", d[i]);
-	agent_log("disk %s sha256 %s", agent.disk, agent.disk_sha256);
+	agent_log("disk %s sha256 %s", disk, agent.disk_sha256);
 	return 0;
 }
 
-static int agent_step_attach(void)
+/* Logs in to one image's local relay with open-iscsi and finds its disk, read-only. */
+static int agent_attach_image(struct agent_image *im)
 {
 	char portal[32], line[300];
 	char *disc[] = { "iscsiadm", "-m", "discovery", "-t", "st", "-p", portal, NULL };
-	char *login[] = { "iscsiadm", "-m", "node", "-T", agent.iqn, "-p", portal, "--login", NULL };
+	char *login[] = { "iscsiadm", "-m", "node", "-T", im->iqn, "-p", portal, "--login", NULL };
 	char *iscsid[] = { "iscsid", "-f", NULL };
 	int rc;
 
-	if (strcmp(agent.attach, "none") == 0) {
-		agent_stage("attached", "relay only (--attach none)");
-		return 0;
-	}
-	snprintf(portal, sizeof portal, "127.0.0.1:%d", AGENT_ISCSI_PORT);
+	snprintf(portal, sizeof portal, "127.0.0.1:%d", im->port);
 	mkdir("/etc/iscsi", 0755);
 	snprintf(line, sizeof line, "InitiatorName=iqn.2026-11.org.virtman:host-%d-local\n",
 		 agent.host_id);
@@ -785,26 +884,59 @@ static int agent_step_attach(void)
 		agent_stage("failed", "iscsiadm discovery on %s failed (status %d)", portal, rc);
 		return -EIO;
 	}
-	if (!agent_find_disk(agent.disk, sizeof agent.disk) &&
+	if (!agent_find_disk(im->iqn, im->disk, sizeof im->disk) &&
 	    (rc = agent_run(AGENT_STEP_TIMEOUT_MS, login)) != 0) {
-		agent_stage("failed", "iscsiadm login to %s failed (status %d)", agent.iqn, rc);
+		agent_stage("failed", "iscsiadm login to %s failed (status %d)", im->iqn, rc);
 		return -EIO;
 	}
-	for (int i = 0; i < 500 && !agent_find_disk(agent.disk, sizeof agent.disk); i++)
+	for (int i = 0; i < 500 && !agent_find_disk(im->iqn, im->disk, sizeof im->disk); i++)
 		usleep(20000);
-	if (!agent.disk[0]) {
-		agent_stage("failed", "logged in, but no disk appeared for %s", agent.iqn);
+	if (!im->disk[0]) {
+		agent_stage("failed", "logged in, but no disk appeared for %s", im->iqn);
 		return -EIO;
 	}
-	int fd = open(agent.disk, O_RDONLY | O_CLOEXEC), ro = 1;
+	int fd = open(im->disk, O_RDONLY | O_CLOEXEC), ro = 1;
 
 	if (fd >= 0) {
 		ioctl(fd, BLKROSET, &ro);	/* the shared base is never written */
 		close(fd);
 	}
+	return 0;
+}
+
+static int agent_step_attach(void)
+{
+	if (strcmp(agent.attach, "none") == 0) {
+		agent_stage("attached", "relay only (--attach none)");
+		return 0;
+	}
+	if (agent_attach_image(&agent.img[IMG_VM]) < 0)
+		return -EIO;
 	if (agent.verify && agent_verify_disk() < 0)
 		return -EIO;
-	agent_stage("attached", "%s", agent.disk);
+	agent_stage("attached", "%s", agent.img[IMG_VM].disk);
+	return 0;
+}
+
+/* Attaches the hypervisor userland and starts libvirtd from it (hv-start). */
+static int agent_step_userland(void)
+{
+	struct agent_image *im = &agent.img[IMG_USERLAND];
+	char *hv[] = { "hv-start", im->disk, "/var/lib/virtman", NULL };
+	int rc;
+
+	if (!im->iqn[0] || strcmp(agent.attach, "none") == 0 || agent.hv_up)
+		return 0;	/* a seed without --userland: this host runs no VMs */
+	if (agent_attach_image(im) < 0)
+		return -EIO;
+	mkdir("/var/lib/virtman", 0755);
+	rc = agent_run(120000, hv);
+	if (rc != 0) {
+		agent_stage("failed", "hv-start %s failed (status %d): no hypervisor", im->disk, rc);
+		return -EIO;
+	}
+	agent.hv_up = true;
+	agent_log("hypervisor userland up from %s", im->disk);
 	return 0;
 }
 
@@ -817,6 +949,7 @@ static int agent_run_step(enum agent_step step)
 	case STEP_CACHE: return agent_step_cache();
 	case STEP_RELAY: return agent_step_relay();
 	case STEP_ATTACH: return agent_step_attach();
+	case STEP_USERLAND: return agent_step_userland();
 	case STEP_READY:
 		agent_stage("ready", "generation %u", agent.generation);
 		return 0;
@@ -833,30 +966,87 @@ static void agent_on_signal(int sig)
 /* Stops what the agent started, newest first. */
 static void agent_shutdown(void)
 {
-	char portal[32];
-	char *logout[] = { "iscsiadm", "-m", "node", "-T", agent.iqn, "-p", portal, "--logout", NULL };
+	char *hv_stop[] = { "hv-stop", NULL };
 
 	agent_log("stopping");
-	snprintf(portal, sizeof portal, "127.0.0.1:%d", AGENT_ISCSI_PORT);
-	if (agent.disk[0])
-		agent_run(10000, logout);
+	if (agent_vms_started)
+		vms_stop(&agent_vms);
+	if (agent.hv_up)
+		agent_run(60000, hv_stop);
+	for (int k = 0; k < IMG_COUNT; k++) {
+		struct agent_image *im = &agent.img[k];
+		char portal[32];
+		char *logout[] = { "iscsiadm", "-m", "node", "-T", im->iqn, "-p", portal,
+				   "--logout", NULL };
+
+		snprintf(portal, sizeof portal, "127.0.0.1:%d", im->port);
+		if (im->disk[0])
+			agent_run(10000, logout);
+	}
 	if (agent.iscsid_pid > 0)
 		kill(agent.iscsid_pid, SIGTERM);
-	if (agent.relay_pid > 0)
-		kill(agent.relay_pid, SIGTERM);
-	for (int i = 0; i < 250 && (agent.relay_pid > 0 || agent.iscsid_pid > 0); i++) {
+	for (int k = 0; k < IMG_COUNT; k++)
+		if (agent.img[k].relay_pid > 0)
+			kill(agent.img[k].relay_pid, SIGTERM);
+	for (int i = 0; i < 250; i++) {
+		bool left = agent.iscsid_pid > 0;
+
+		for (int k = 0; k < IMG_COUNT; k++)
+			left |= agent.img[k].relay_pid > 0;
+		if (!left)
+			break;
 		agent_reap();
 		usleep(20000);
 	}
 }
 
-/* Sleeps up to seconds, waking early for a stop request; reaps children meanwhile. */
+/* Sleeps up to seconds, waking early for a stop request; reaps children and watches the
+ * VMs' consoles meanwhile. */
 static void agent_pause(unsigned seconds)
 {
 	for (unsigned i = 0; i < seconds * 10 && !agent_stopping; i++) {
 		agent_reap();
+		if (agent_vms_started && i % 10 == 0)
+			vms_poll(&agent_vms);
 		usleep(100000);
 	}
+}
+
+/* Sends one VM's stage to the seed at once (VM stages are events, not state). */
+static void agent_report_vm(const char *vm, const char *stage, const char *reason)
+{
+	struct strbuf body = { 0 };
+	struct httpc_response resp;
+	char path[64];
+
+	agent_log("vm %s: %s%s%.200s", vm, stage, reason ? ": " : "", reason ? reason : "");
+	if (agent.host_id <= 0)
+		return;
+	kv_add(&body, "vm", "%s", vm);
+	kv_add(&body, "vm-stage", "%s", stage);
+	if (reason)
+		kv_add(&body, "reason", "%s", reason);
+	snprintf(path, sizeof path, "/api/v1/hosts/%d/heartbeat", agent.host_id);
+	if (agent_post(path, &body, &resp) == 0)
+		sb_free(&resp.body);
+	sb_free(&body);
+}
+
+/* Starts the host's VM set once the hypervisor is up. */
+static void agent_start_vms(void)
+{
+	if (agent_vms_started || !agent.hv_up || agent.vms == 0)
+		return;
+	agent_vms.count = agent.vms;
+	agent_vms.vcpus = agent.vcpus ? agent.vcpus : 1;
+	agent_vms.memory_mib = agent.memory_mib ? agent.memory_mib : 256;
+	agent_vms.timeout_s = agent.vm_timeout_s ? agent.vm_timeout_s : 300;
+	snprintf(agent_vms.marker, sizeof agent_vms.marker, "%s",
+		 agent.vm_marker[0] ? agent.vm_marker : "virtman-vm-up");
+	agent_vms.run = agent_run;
+	agent_vms.report = agent_report_vm;
+	agent_vms_started = true;
+	vms_start(&agent_vms, agent.img[IMG_VM].disk, agent.host_id);
 }
 
 int cmd_agent(int argc, char **argv)
@@ -907,8 +1097,17 @@ int cmd_agent(int argc, char **argv)
 	signal(SIGTERM, agent_on_signal);
 	signal(SIGINT, agent_on_signal);
 	signal(SIGPIPE, SIG_IGN);
-	snprintf(agent.upstreams_path, sizeof agent.upstreams_path, "%s/upstreams", agent.run_dir);
-	snprintf(agent.manifest_path, sizeof agent.manifest_path, "%s/image.manifest", agent.run_dir);
+	for (int i = 0; i < IMG_COUNT; i++) {
+		struct agent_image *im = &agent.img[i];
+
+		im->name = i == IMG_VM ? "image" : "userland";
+		im->port = AGENT_ISCSI_PORT + i;
+		im->metrics_port = AGENT_METRICS_PORT + i;
+		snprintf(im->upstreams_path, sizeof im->upstreams_path, "%s/%s.upstreams",
+			 agent.run_dir, im->name);
+		snprintf(im->manifest_path, sizeof im->manifest_path, "%s/%s.manifest",
+			 agent.run_dir, im->name);
+	}
 	mkdir("/run", 0755);
 	if (mkdir(agent.run_dir, 0755) < 0 && errno != EEXIST)
 		die(EXIT_START, "--run-dir %s: %s", agent.run_dir, strerror(errno));
@@ -938,11 +1137,14 @@ int cmd_agent(int argc, char **argv)
 	while (!agent_stopping) {
 		int rc;
 
+		agent_start_vms();
 		agent_pause(agent.heartbeat_s);
 		if (agent_stopping)
 			break;
-		if (agent.relay_pid == 0 && agent_step_relay() == 0)
-			agent_log("relay restarted");
+		for (int i = 0; i < IMG_COUNT; i++)
+			if (agent.img[i].iqn[0] && agent.img[i].relay_pid == 0 &&
+			    agent_start_relay(&agent.img[i]) == 0)
+				agent_log("%s relay restarted", agent.img[i].name);
 		if (agent.iscsid_pid == 0 && strcmp(agent.attach, "none") != 0) {
 			char *iscsid[] = { "iscsid", "-f", NULL };
 
@@ -953,7 +1155,9 @@ int cmd_agent(int argc, char **argv)
 		rc = agent_heartbeat();
 		if (rc == -ENOENT && agent_step_register() == 0) {
 			agent_stage("ready", "registered again");
-			agent_write_upstreams();
+			for (int i = 0; i < IMG_COUNT; i++)
+				if (agent.img[i].relay_pid > 0)
+					agent_write_upstreams(&agent.img[i]);
 			agent_heartbeat();
 		} else if (rc < 0 && rc != -ENOENT) {
 			agent_log("heartbeat: %s; still serving", strerror(-rc));

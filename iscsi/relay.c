@@ -215,6 +215,14 @@ static void fetch_read_done(void *arg, int err)
 		f->tried |= 1u << u->index;
 		log_msg("chunk %u from %s failed verification: discarded, upstream demoted for %d s",
 			f->chunk, iscsi_client_name(u->cl), RELAY_DEMOTE_MS / 1000);
+		if (!relay_pick(r, f->tried)) {
+			/* Every live upstream sent this chunk wrong: no waiting makes it right.
+			 * Its readers get an error now; a later read tries again. */
+			log_msg("chunk %u: every live upstream sent it corrupted: failing its reads",
+				f->chunk);
+			fetch_finish(f, -EIO);
+			return;
+		}
 		fetch_dispatch(f);
 		return;
 	}

@@ -83,6 +83,8 @@ start_seed() {
 	local nsname=$1 name=$2
 	shift 2
 	SEED_LOG="$BATS_TEST_TMPDIR/$name.log"
+	# A restarted seed must not be found ready by the previous one's "serving" line.
+	rm -f "$SEED_LOG"
 	ip netns exec "$(ns "$nsname")" "$VIRTMAN" seed "$@" >"$BATS_TEST_TMPDIR/$name.out" \
 		2>"$SEED_LOG" 3>&- &
 	SEED_PID=$!
