@@ -66,7 +66,7 @@ static int vms_write_xml(const struct vm_set *set, const struct vm *vm, const ch
 		"  <on_poweroff>destroy</on_poweroff><on_reboot>restart</on_reboot>\n"
 		"  <devices>\n"
 		"    <disk type='file' device='disk'>\n"
-		"      <driver name='qemu' type='qcow2' cache='none'/>\n"
+		"      <driver name='qemu' type='qcow2'/>\n"
 		"      <source file='%s'/>\n"
 		"      <target dev='vda' bus='virtio'/>\n"
 		"    </disk>\n"

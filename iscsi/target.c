@@ -1439,6 +1439,10 @@ static int conn_rx(struct conn *c)
 				c->dead = true;
 			return -1;
 		}
+		if (n < 0 && errno == ECONNRESET && c->rx_stage == RX_BHS && !c->rx_got) {
+			c->dead = true;	/* gone between PDUs (iscsiadm after discovery) */
+			return -1;
+		}
 		if (n < 0) {
 			conn_fail(c, "recv: %s", strerror(errno));
 			return -1;
