@@ -137,7 +137,7 @@ deps:
 	else echo "deps: all installed"; fi
 
 test: deps
-	$(MAKE) all host fuzz-build
+	$(MAKE) all host fuzz-build images-tiny
 	@if [ "$$(id -u)" = 0 ]; then $(MAKE) userland; \
 	else echo "test: not root, so no $(BUILD)/boot/userland.squashfs: its test will skip"; fi
 	@tests/run.sh

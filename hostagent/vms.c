@@ -63,6 +63,7 @@ static int vms_write_xml(const struct vm_set *set, const struct vm *vm, const ch
 		"  <sysinfo type='smbios'><system><entry name='serial'>%s</entry></system></sysinfo>\n"
 		"  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/>"
 		"<smbios mode='sysinfo'/></os>\n"
+		"  <features><acpi/></features>\n"
 		"  <on_poweroff>destroy</on_poweroff><on_reboot>restart</on_reboot>\n"
 		"  <devices>\n"
 		"    <disk type='file' device='disk'>\n"
@@ -184,7 +185,9 @@ static bool vms_console_has_marker(const struct vm *vm, const char *marker)
 			p++;
 		while (*p == '\r')
 			p++;
-		found = strncmp(p, marker, mlen) == 0;
+		/* The marker as a word: "virtman-vm-up" is not "virtman-vm-up-v2". */
+		found = strncmp(p, marker, mlen) == 0 &&
+			(p[mlen] == ' ' || p[mlen] == '\r' || p[mlen] == '\n' || p[mlen] == '\0');
 	}
 	return found;
 }
