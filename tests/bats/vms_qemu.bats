@@ -21,6 +21,10 @@ setup() {
 	[[ -s $KERNEL && -s $INITRD ]] || skip "no boot image: run make"
 	[[ -s $USERLAND ]] || skip "no hypervisor userland: run make userland (as root)"
 	[[ -s $TINY ]] || skip "no VM image: run make images-tiny"
+	# On this project's 2-core machines without KVM, a VM nested in a QEMU host under
+	# software emulation did not reach its marker within 10 minutes: opt in where it can.
+	[[ ${VIRTMAN_NESTED_VMS:-0} == 1 ]] ||
+		skip "nested VMs under software emulation are too slow here; VIRTMAN_NESTED_VMS=1 runs it"
 	ns_create pxe
 	local n
 	n=$(ns pxe)
