@@ -76,7 +76,7 @@ static const char seed_usage[] =
 	"  --iqn IQN            the image's target name (default iqn.2026-11.org.virtman:\n"
 	"                       <basename of FILE>)\n"
 	"  --iscsi ADDR:PORT    where the root export listens (default: IF's address, 3260)\n"
-	"  --chunk-size BYTES   manifest chunk size (default 1048576)\n"
+	"  --chunk-size BYTES   manifest chunk size (default 262144)\n"
 	"  --vms-per-host N     VMs each host starts (0..32, default 2)\n"
 	"  --vcpus N            vCPUs per VM (1..64, default 1)\n"
 	"  --memory MIB         memory per VM (16..1048576, default 256)\n"

@@ -25,7 +25,7 @@ static const char manifest_usage[] =
 	"it is served: its size rounded up to 512 bytes, the tail padded with zeros.\n"
 	"\n"
 	"  -o, --output FILE     where to write (replaced atomically)\n"
-	"  --chunk-size BYTES    a power of two from 4096 to 67108864 (default 1048576)\n"
+	"  --chunk-size BYTES    a power of two from 4096 to 67108864 (default 262144)\n"
 	"  -h, --help            this text\n";
 
 /* Takes the next line of [*p, end) without its newline; NULL at the end. */
