@@ -227,3 +227,44 @@ memory=1024" "$SEED_URL/api/v1/hosts"
 	api /api/v1/hosts | grep -q '"hosts":\[\]' || fail "a refused host was registered"
 	stop_seed
 }
+
+@test "rack: an agent whose seed answers garbage says so on its console and keeps trying" {
+	ns_create h1
+	lan_join h1 eth0 10.213.1.11 52:54:00:aa:00:01
+	# A "seed" that answers every request with 200 and bytes that are not key=value lines,
+	# and one that does not even speak HTTP.
+	cat >"$BATS_TEST_TMPDIR/garbage.py" <<-'PY'
+		import socket, sys
+		s = socket.socket()
+		s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+		s.bind(("127.0.0.1", int(sys.argv[1])))
+		s.listen(16)
+		while True:
+		    c, _ = s.accept()
+		    c.recv(65536)
+		    if sys.argv[2] == "http":
+		        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n\x00\x01\x02garbage!!")
+		    else:
+		        c.sendall(b"\xff\xfe this is not HTTP at all\r\n\r\n")
+		    c.close()
+	PY
+	ip netns exec "$(ns h1)" python3 "$BATS_TEST_TMPDIR/garbage.py" 8081 http 3>&- &
+	track_pid $!
+	ip netns exec "$(ns h1)" python3 "$BATS_TEST_TMPDIR/garbage.py" 8082 raw 3>&- &
+	track_pid $!
+	local port
+	for port in 8081 8082; do
+		ip netns exec "$(ns h1)" "$VIRTMAN" agent --seed "http://127.0.0.1:$port" --token x \
+			--iface eth0 --attach none --cache "$BATS_TEST_TMPDIR" \
+			--run-dir "$BATS_TEST_TMPDIR/h1-$port" 2>"$BATS_TEST_TMPDIR/agent-$port.log" 3>&- &
+		track_pid $!
+	done
+	wait_file_match "$BATS_TEST_TMPDIR/agent-8081.log" "registration refused|not key=value|lacks host-id" 30 ||
+		{ cat "$BATS_TEST_TMPDIR/agent-8081.log" >&2; fail "no complaint about the garbage reply"; }
+	wait_file_match "$BATS_TEST_TMPDIR/agent-8082.log" "cannot reach the seed .*Protocol error" 30 ||
+		{ cat "$BATS_TEST_TMPDIR/agent-8082.log" >&2; fail "no complaint about a seed that is not HTTP"; }
+	# Both keep trying rather than giving up or crashing.
+	wait_file_match "$BATS_TEST_TMPDIR/agent-8082.log" "retrying in" 30
+	assert_no_sanitizer_report "$BATS_TEST_TMPDIR/agent-8081.log"
+	assert_no_sanitizer_report "$BATS_TEST_TMPDIR/agent-8082.log"
+}
