@@ -32,6 +32,14 @@ start_reader() {
 	track_pid "$READER_PID"
 }
 
+# ns_free_port: a port free in $NODE_NS itself (its connections use their own ports).
+ns_free_port() {
+	ns python3 -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])'
+}
+
 # ns_wait_port PORT PID: polls until something listens on 127.0.0.1:PORT in $NODE_NS.
 ns_wait_port() {
 	local deadline=$((SECONDS + READY_TIMEOUT))
@@ -48,8 +56,8 @@ start_node() {
 	local name=$1
 	shift
 	require_built "$VIRTMAN"
-	NODE_PORT=$(free_port)
-	NODE_MPORT=$(free_port)
+	NODE_PORT=$(ns_free_port)
+	NODE_MPORT=$(ns_free_port)
 	ns_cmd "$VIRTMAN" export "$@" --listen "127.0.0.1:$NODE_PORT" --iqn "$IMAGE_IQN" \
 		--metrics "127.0.0.1:$NODE_MPORT"
 	"${NS_CMD[@]}" >"$BATS_TEST_TMPDIR/$name.out" 2>>"$BATS_TEST_TMPDIR/$name.log" 3>&- &
