@@ -469,6 +469,8 @@ static void seed_image(const struct seed_options *o, struct in_addr addr)
 			      sizeof seed_userland_manifest_path);
 		inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof ip);
 		snprintf(ul_listen, sizeof ul_listen, "%s:%u", ip, SEED_USERLAND_PORT);
+		/* One target per process exports its counters: /metrics stays about the image. */
+		seed_userland_target.no_metrics = true;
 		seed_export(&seed_userland_target, o->userland, seed_userland_manifest_path,
 			    seed_userland_iqn, ul_listen);
 		snprintf(seed_userland_manifest_url, sizeof seed_userland_manifest_url,

@@ -1669,6 +1669,7 @@ int target_start(const struct target_config *cfg)
 	tgt->listen = (struct ev_watch){ .fd = fd, .fn = target_accept, .ctx = tgt };
 	tgt->tick = (struct ev_tick){ .fn = target_tick, .ctx = tgt };
 	ev_tick_add(&tgt->tick);
-	metrics_register(target_metrics, tgt);
+	if (!cfg->no_metrics)
+		metrics_register(target_metrics, tgt);
 	return ev_add(&tgt->listen, EPOLLIN);
 }

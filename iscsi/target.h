@@ -2,6 +2,7 @@
 #ifndef VIRTMAN_ISCSI_TARGET_H
 #define VIRTMAN_ISCSI_TARGET_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -32,6 +33,7 @@ struct target_config {
 	uint64_t image_size;	/* bytes; a partial last block reads as zeros */
 	struct scsi_disk disk;
 	const struct target_backend *backend;	/* NULL: every byte of image_fd is there */
+	bool no_metrics;	/* a second target of the process: its counters are not exported */
 	struct sockaddr_storage listen;
 	socklen_t listen_len;
 };

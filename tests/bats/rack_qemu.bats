@@ -48,7 +48,7 @@ power_on() {
 	local n=$1 serial="$BATS_TEST_TMPDIR/host$1.serial"
 	: >"$serial"
 	spawn "qemu$n" ip netns exec "$(ns pxe)" qemu-system-x86_64 -accel "$QEMU_ACCEL" \
-		-m 512 -smp 1 -display none -monitor none -no-reboot -serial "file:$serial" \
+		-m 768 -smp 1 -display none -monitor none -no-reboot -serial "file:$serial" \
 		-boot n -netdev "tap,id=n0,ifname=tap$n,script=no,downscript=no" \
 		-device "virtio-net-pci,netdev=n0,mac=52:54:00:77:00:0$n"
 	printf -v "HOST_${n}_PID" %s "$SPAWN_PID"
@@ -89,7 +89,11 @@ root_served() {
 }
 
 @test "rack qemu: three hosts PXE-boot to ready, form root -> {1, 2}, 1 -> 3, and read the image bit-exact" {
-	start_rack_seed
+	local userland="$REPO_ROOT/build/boot/userland.squashfs"
+	[[ -s $userland ]] || skip "no hypervisor userland: run make userland (as root)"
+	# With the userland every host also attaches it through the tree and starts libvirtd
+	# from it before it reports ready (no VMs: --vms-per-host 0).
+	start_rack_seed --userland "$userland" --vms-per-host 0
 	for n in 1 2 3; do
 		power_on "$n"
 		wait_ready "$n"	# one at a time: placement follows the boot order
@@ -100,6 +104,8 @@ root_served() {
 	for n in 1 2 3; do
 		assert_equal "$(host_field "$n" disk_sha256)" "$IMG_SHA"
 		grep -q "stage ready" "$BATS_TEST_TMPDIR/host$n.serial" || fail "host $n's console is silent"
+		api "/api/v1/hosts/$n/log" | grep -q "hypervisor userland up" ||
+			fail "host $n did not start libvirtd from the userland"
 	done
 	# Each of the seed's two children took one copy; host 3 took nothing from the root.
 	local served
