@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "appliance/reimage.h"
 #include "appliance/seed.h"
 #include "appliance/status.h"
 #include "hostagent/agent.h"
@@ -21,6 +22,7 @@ static const struct command commands[] = {
 	{ "export", cmd_export, "serve a disk image read-only over iSCSI" },
 	{ "seed", cmd_seed, "the rack's boot appliance: DHCP, TFTP, HTTP, coordinator, root export" },
 	{ "status", cmd_status, "print the rack as the seed sees it" },
+	{ "reimage", cmd_reimage, "switch the rack to a new image, following every host" },
 	{ "manifest", cmd_manifest, "write the per-chunk SHA-256 manifest of an image" },
 };
 

@@ -25,6 +25,9 @@ static struct coord *api_coord;
 static const char *api_manifest_path;
 static const char *api_userland_manifest_path;
 static struct ev_tick api_tick;
+static int (*api_reimage_start)(const char *token, const char *image, bool reboot, char *err,
+				size_t errlen);
+static void (*api_reimage_status)(struct strbuf *out);
 static struct log_limit api_log_limit;
 
 static int64_t api_wall_ms(void)
@@ -66,6 +69,8 @@ static int api_status_of(int err)
 	case -EACCES: return 403;
 	case -ENOENT: return 404;
 	case -ENOSPC: return 507;
+	case -EBUSY: return 409;
+	case -EIO: return 500;
 	default: return 400;
 	}
 }
@@ -111,6 +116,63 @@ static void api_heartbeat(const struct http_request *req, struct http_reply *rep
 		return api_text(reply, api_status_of(rc), "%s", err);
 	}
 	reply->content_type = "text/plain; charset=utf-8";
+}
+
+/* POST /api/v1/reimage: token=, image=, reboot=0|1. */
+static void api_reimage(const struct http_request *req, struct http_reply *reply)
+{
+	struct kv kv[KV_MAX];
+	char *text, err[600];
+	uint64_t reboot = 0;
+	int n = api_body(req, &text, kv), rc;
+
+	if (n < 0) {
+		free(text);
+		return api_text(reply, 400, "body: key=value lines expected");
+	}
+	if (kv_get(kv, n, "reboot") && kv_get_u64(kv, n, "reboot", 0, 1, &reboot) < 0) {
+		free(text);
+		return api_text(reply, 400, "reboot: 0 or 1 expected");
+	}
+	rc = api_reimage_start(kv_get(kv, n, "token"), kv_get(kv, n, "image"), reboot != 0, err,
+			       sizeof err);
+	free(text);
+	if (rc < 0) {
+		log_limited(&api_log_limit, "api %s: reimage refused: %s", req->peer, err);
+		return api_text(reply, api_status_of(rc), "%s", err);
+	}
+	reply->status = 202;
+	reply->content_type = "text/plain; charset=utf-8";
+	kv_add(&reply->body, "generation", "%d", rc);
+	kv_add(&reply->body, "state", "digesting");
+}
+
+/* The hosts' progress for `virtman reimage`: a "host=" line each (ID ADDR LIVE GEN STAGE
+ * VMS-UP VMS-FAILED VMS STAGES, the last the generation's stages so far, comma-separated), after "vms-per-host=" (VMs every host should come back with). */
+static void api_reimage_hosts(struct strbuf *out)
+{
+	const struct coord *c = api_coord;
+
+	kv_add(out, "vms-per-host", "%u", c->cfg.userland_iqn ? c->cfg.vms_per_host : 0);
+	for (int i = 0; i < c->nhosts; i++) {
+		const struct coord_host *h = &c->hosts[i];
+		char ip[INET_ADDRSTRLEN];
+		int up = 0, failed = 0;
+
+		inet_ntop(AF_INET, &h->addr, ip, sizeof ip);
+		for (int v = 0; v < h->nvms; v++) {
+			up += strcmp(h->vms[v].stage, "vm-up") == 0;
+			failed += strcmp(h->vms[v].stage, "failed") == 0;
+		}
+		char stages[COORD_STAGES_MAX * 25] = "-";
+		size_t len = 0;
+
+		for (int k = 0; k < h->nstages; k++)
+			len += (size_t)snprintf(stages + len, sizeof stages - len, "%s%s",
+						k ? "," : "", h->stages[k].name);
+		kv_add(out, "host", "%d %s %d %u %s %d %d %d %s", h->id, ip, h->live, h->generation,
+		       h->stage[0] ? h->stage : "-", up, failed, h->nvms, stages);
+	}
 }
 
 /* A table for `virtman status`: one host a line. */
@@ -211,6 +273,17 @@ void api_http_handler(const struct http_request *req, struct http_reply *reply)
 		reply->content_type = "text/plain; charset=utf-8";
 		return api_status_table(&reply->body);
 	}
+	if (strcmp(req->path, "/api/v1/reimage") == 0 && api_coord && api_reimage_start) {
+		if (strcmp(req->method, "POST") == 0)
+			return api_reimage(req, reply);
+		if (!get) {
+			reply->allow = "GET, POST";
+			return api_text(reply, 405, "GET or POST");
+		}
+		reply->content_type = "text/plain; charset=utf-8";
+		api_reimage_status(&reply->body);
+		return api_reimage_hosts(&reply->body);
+	}
 	if (strcmp(req->path, "/api/v1/manifest") == 0 && get && api_manifest_path) {
 		http_reply_file(reply, api_manifest_path, "text/plain; charset=utf-8");
 		return;
@@ -229,6 +302,14 @@ static void api_on_tick(void *ctx, uint64_t now)
 {
 	coord_expire(api_coord, now, api_wall_ms());
 	coord_save(api_coord);
+}
+
+void api_set_reimage(int (*start)(const char *token, const char *image, bool reboot,
+				  char *err, size_t errlen),
+		     void (*status)(struct strbuf *out))
+{
+	api_reimage_start = start;
+	api_reimage_status = status;
 }
 
 void api_init(struct coord *c, const char *manifest_path, const char *userland_manifest_path)

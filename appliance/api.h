@@ -2,6 +2,9 @@
 #ifndef VIRTMAN_APPLIANCE_API_H
 #define VIRTMAN_APPLIANCE_API_H
 
+#include <stdbool.h>
+#include <stddef.h>
+
 #include "appliance/coord.h"
 #include "lib/http.h"
 
@@ -9,6 +12,13 @@
  * (the userland's may be NULL);
  * starts the once-a-second expiry and persistence of the rack. */
 void api_init(struct coord *c, const char *manifest_path, const char *userland_manifest_path);
+
+/* Reimaging, done by the seed: start returns the new generation, or a negative errno with
+ * a one-line reason (-EACCES: bad admin token, -EBUSY: one is being prepared); status
+ * writes the progress as key=value lines. */
+void api_set_reimage(int (*start)(const char *token, const char *image, bool reboot,
+				  char *err, size_t errlen),
+		     void (*status)(struct strbuf *out));
 
 /* The seed's one HTTP handler. */
 void api_http_handler(const struct http_request *req, struct http_reply *reply);

@@ -21,7 +21,7 @@
 /* Stages an agent may report, in the order a host goes through them. */
 static const char *const coord_host_stages[] = {
 	"pxe", "registered", "relay-ready", "attached", "ready", "vm-booting", "vm-up",
-	"failed", "reimaging",
+	"failed", "reimaging", "rebooting",
 };
 static const char *const coord_vm_stages[] = {
 	"defined", "vm-booting", "vm-up", "failed", "stopped",
@@ -202,6 +202,8 @@ static void coord_reply(const struct coord *c, const struct coord_host *h, struc
 
 	kv_add(out, "host-id", "%d", h->id);
 	kv_add(out, "generation", "%u", c->generation);
+	if (c->reboot)
+		kv_add(out, "reboot", "1");
 	kv_add(out, "iqn", "%s", c->cfg.iqn);
 	kv_add(out, "iscsi-port", "%u", c->cfg.iscsi_port);
 	for (int i = 0; i < n; i++)
@@ -318,7 +320,12 @@ int coord_register(struct coord *c, const struct kv *kv, int n, uint64_t now_mon
 	if (!h->live || (h->parent != COORD_ROOT && !(parent && parent->live)))
 		coord_place(c, h);
 	h->live = true;
-	h->generation = c->generation;
+	if (h->generation != c->generation) {
+		h->nstages = 0;	/* the new generation's stages, timed from now */
+		h->nvms = 0;
+		h->disk_sha256[0] = '\0';
+		h->generation = c->generation;
+	}
 	h->seen_ms = now_ms;
 	h->seen_mono = now_mono;
 	coord_set_stage(h, "registered", NULL, now_ms);
@@ -355,7 +362,21 @@ static int coord_apply_updates(struct coord_host *h, const struct kv *kv, int n,
 	const char *stage = kv_get(kv, n, "stage"), *reason = kv_get(kv, n, "reason");
 	const char *vm_name = kv_get(kv, n, "vm"), *vm_stage = kv_get(kv, n, "vm-stage");
 	const char *disk = kv_get(kv, n, "disk-sha256");
+	uint64_t gen;
 
+	if (kv_get(kv, n, "generation")) {
+		if (kv_get_u64(kv, n, "generation", 1, UINT32_MAX, &gen) < 0) {
+			snprintf(err, errlen, "generation: a number from 1 expected");
+			return -EINVAL;
+		}
+		/* The host moved to another image: its history starts again, old VMs gone. */
+		if (gen != h->generation) {
+			h->generation = (uint32_t)gen;
+			h->nstages = 0;
+			h->nvms = 0;
+			h->disk_sha256[0] = '\0';
+		}
+	}
 	if (disk) {
 		if (strlen(disk) != 64 || strspn(disk, "0123456789abcdef") != 64) {
 			snprintf(err, errlen, "disk-sha256: 64 lower-case hex digits expected");
@@ -422,6 +443,17 @@ int coord_heartbeat(struct coord *c, int id, const struct kv *kv, int n, uint64_
 	c->dirty = true;
 	coord_reply(c, h, reply);
 	return 0;
+}
+
+void coord_new_generation(struct coord *c, const char *iqn, const char *image_id, bool reboot)
+{
+	c->generation++;
+	c->cfg.iqn = iqn;
+	snprintf(c->image_id, sizeof c->image_id, "%s", image_id ? image_id : "");
+	c->reboot = reboot;
+	c->dirty = true;
+	log_msg("coordinator: generation %u: %s%s", c->generation, iqn,
+		reboot ? " (hosts reboot to take it)" : "");
 }
 
 void coord_expire(struct coord *c, uint64_t now_mono, int64_t now_ms)
@@ -594,6 +626,8 @@ int coord_save(struct coord *c)
 	if (!c->cfg.state_path || !c->dirty)
 		return 0;
 	sb_printf(&sb, "%s\ngeneration %u\n", COORD_STATE_MAGIC, c->generation);
+	if (c->image_id[0])
+		sb_printf(&sb, "image %s %d\n", c->image_id, c->reboot);
 	for (int i = 0; i < c->nhosts; i++) {
 		const struct coord_host *h = &c->hosts[i];
 
@@ -693,8 +727,14 @@ static int coord_load(struct coord *c, uint64_t now_mono)
 		int id;
 
 		if (strncmp(line, "generation ", 11) == 0) {
-			if (sscanf(line, "generation %u", &c->generation) != 1)
+			if (sscanf(line, "generation %u", &c->generation) != 1 || c->generation == 0)
 				rc = -EINVAL;
+		} else if (strncmp(line, "image ", 6) == 0) {
+			int reboot;
+
+			if (sscanf(line, "image %64s %d", c->image_id, &reboot) != 2)
+				rc = -EINVAL;
+			c->reboot = reboot != 0;
 		} else if (strncmp(line, "host ", 5) == 0) {
 			rc = coord_load_host(c, line);
 		} else if (sscanf(line, "stage %d %23s %lld", &id, stage, &at) == 3) {
@@ -729,6 +769,23 @@ static int coord_load(struct coord *c, uint64_t now_mono)
 	return rc;
 }
 
+/* A seed started on another image than the rack last had: that is a new generation. */
+static void coord_check_image(struct coord *c)
+{
+	const char *id = c->cfg.image_id;
+
+	if (!id || strcmp(id, c->image_id) == 0)
+		return;
+	if (c->image_id[0]) {
+		c->generation++;
+		c->reboot = false;
+		log_msg("coordinator: the image is not the one of generation %u: now generation %u",
+			c->generation - 1, c->generation);
+	}
+	snprintf(c->image_id, sizeof c->image_id, "%s", id);
+	c->dirty = true;
+}
+
 int coord_init(struct coord *c, const struct coord_config *cfg)
 {
 	struct timespec ts;
@@ -739,8 +796,10 @@ int coord_init(struct coord *c, const struct coord_config *cfg)
 	memset(c, 0, sizeof *c);
 	c->cfg = *cfg;
 	c->generation = 1;
-	if (!cfg->state_path)
+	if (!cfg->state_path) {
+		coord_check_image(c);
 		return 0;
+	}
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	rc = coord_load(c, (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000);
 	if (rc < 0) {
@@ -748,9 +807,11 @@ int coord_init(struct coord *c, const struct coord_config *cfg)
 			cfg->state_path, strerror(-rc));
 		c->nhosts = 0;
 		c->generation = 1;
-		return 0;
+		c->image_id[0] = '\0';
+		c->reboot = false;
 	}
 	if (c->nhosts)
 		log_msg("coordinator: %d hosts restored from %s", c->nhosts, cfg->state_path);
+	coord_check_image(c);
 	return 0;
 }

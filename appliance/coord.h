@@ -35,6 +35,8 @@ struct coord_config {
 	const char *userland_manifest_url;
 	const char *vm_marker;		/* console line that means a VM is up */
 	uint32_t vm_timeout_s;		/* a VM not up by then is failed */
+	const char *image_id;		/* what the image is (its manifest's SHA-256): a different
+					 * one at start is a new generation */
 	const char *token;		/* boot token hosts must present */
 	const char *state_path;		/* NULL: nothing persisted */
 };
@@ -82,6 +84,8 @@ struct coord {
 	struct coord_host hosts[COORD_HOSTS_MAX];
 	int nhosts;
 	uint32_t generation;		/* image generation (reimaging bumps it) */
+	char image_id[65];		/* the generation's image, persisted */
+	bool reboot;			/* hosts reboot to take this generation (reimage --reboot) */
 	bool dirty;			/* state to persist */
 };
 
@@ -97,6 +101,10 @@ int coord_register(struct coord *c, const struct kv *kv, int n, uint64_t now_mon
  * upstream list. 0, -ENOENT (unknown or lost host: register again), -EINVAL. */
 int coord_heartbeat(struct coord *c, int id, const struct kv *kv, int n, uint64_t now_mono,
 		    int64_t now_ms, struct strbuf *reply, char *err, size_t errlen);
+
+/* Starts the next generation: hosts see it in their next reply and switch to iqn (the
+ * manifest URL stays the same), rebooting first when reboot is set. */
+void coord_new_generation(struct coord *c, const char *iqn, const char *image_id, bool reboot);
 
 /* Marks hosts silent for COORD_LOST_BEATS intervals lost and re-parents their children. */
 void coord_expire(struct coord *c, uint64_t now_mono, int64_t now_ms);

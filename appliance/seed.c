@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "appliance/api.h"
@@ -25,6 +26,7 @@
 #include "lib/http.h"
 #include "lib/log.h"
 #include "lib/net.h"
+#include "lib/sha256.h"
 #include "pxe/boot.h"
 #include "pxe/dhcp.h"
 #include "pxe/tftp.h"
@@ -35,6 +37,8 @@
 #define SEED_IPXE_DIR "/usr/lib/ipxe"
 #define SEED_LEASE_DEFAULT 3600
 #define SEED_NOFILE_WANT 65536	/* HTTP clients and TFTP transfers each hold descriptors */
+#define SEED_ADMIN_TOKEN_FILE "admin-token"	/* what `virtman reimage` presents */
+#define SEED_URL_FILE "seed-url"	/* where the seed's HTTP API is, for the CLI */
 
 static const char seed_usage[] =
 	"usage: virtman seed --iface IF [--dhcp full|proxy|off] [--pool FIRST-LAST]\n"
@@ -94,9 +98,11 @@ static const char seed_usage[] =
 	"\n"
 	"HTTP routes: / (dashboard), /api/v1/hosts (GET: JSON; POST: register), /api/v1/tree,\n"
 	"/api/v1/status, /api/v1/hosts/ID/heartbeat, /api/v1/hosts/ID/log, /api/v1/manifest,\n"
+	"/api/v1/reimage (GET: progress; POST: `virtman reimage`, with the admin token),\n"
 	"/boot.ipxe?mac=MAC (the iPXE script), /boot/vmlinuz, /boot/initrd.img,\n"
 	"/ipxe/NAME, /metrics. Hosts get virtman.seed=URL and virtman.token=TOKEN on their\n"
-	"kernel command line; the token is made once and kept in the state directory.\n"
+	"kernel command line; the token is made once and kept in the state directory, as is\n"
+	"the admin token (admin-token, mode 0600) that `virtman reimage` presents.\n"
 	"\n"
 	"Exit status: 0 after SIGTERM/SIGINT, 1 when it cannot start (no such interface, port\n"
 	"in use, missing file), 2 for bad usage.\n";
@@ -120,10 +126,30 @@ static char seed_userland_iqn[ISCSI_NAME_MAX + 1];
 static char seed_userland_manifest_url[BOOT_BASE_MAX + 40];
 static struct target_config seed_userland_target;
 static char seed_rack_path[PATH_MAX];
-static char seed_iqn[ISCSI_NAME_MAX + 1];
+static char seed_base_iqn[ISCSI_NAME_MAX + 1];	/* generation 1's; later ones add -gN */
 static char seed_manifest_url[BOOT_BASE_MAX + 32];
-static struct target_config seed_target;
+/* The image's root export: two configurations, the served one and the next generation's. */
+static struct target_config seed_targets[2];
+static char seed_iqns[2][ISCSI_NAME_MAX + 1];
+static int seed_cur;
 static struct coord seed_coord;
+static char seed_admin_token[BOOT_TOKEN_LEN + 1];
+static const char *seed_state_dir;
+static uint32_t seed_chunk;
+
+/* A reimage: the new image is digested by a child process (the event loop goes on serving);
+ * when the child is done the export switches over and the generation goes up. */
+static struct {
+	pid_t pid;			/* the digesting child, or 0 */
+	struct ev_watch watch;		/* its pipe: an error text, then EOF */
+	struct strbuf err;
+	char image[PATH_MAX];
+	char manifest[PATH_MAX];
+	bool reboot;
+	const char *state;		/* idle, digesting, done, failed */
+	char reason[400];
+	uint32_t generation;		/* the generation being made, or the last one made */
+} seed_re = { .state = "idle" };
 
 static struct in_addr seed_parse_addr(const char *flag, const char *s)
 {
@@ -351,6 +377,18 @@ static void seed_state(const char *dir)
 	seed_dhcp.lease_file = seed_lease_path;
 	if ((err = boot_token_load(dir, seed_boot.token)) < 0)
 		die(EXIT_START, "boot token in %s: %s", dir, strerror(-err));
+	if ((err = boot_secret_load(dir, SEED_ADMIN_TOKEN_FILE, seed_admin_token)) < 0)
+		die(EXIT_START, "admin token in %s: %s", dir, strerror(-err));
+}
+
+/* Where this seed's API is, for `virtman reimage` and `virtman status` on this machine. */
+static void seed_write_url(const char *dir)
+{
+	char path[PATH_MAX], line[BOOT_BASE_MAX + 2];
+	int n = snprintf(line, sizeof line, "%s\n", seed_boot.http_base);
+
+	if (snprintf(path, sizeof path, "%s/%s", dir, SEED_URL_FILE) < (int)sizeof path)
+		fs_write_atomic(path, line, (size_t)n, 0644);
 }
 
 static uint32_t seed_number(const char *flag, const char *s, uint64_t min, uint64_t max,
@@ -397,28 +435,229 @@ static void seed_manifest(const char *image, const char *state_dir, const char *
 		die(EXIT_START, "cannot write %s", stamp_path);
 }
 
-/* Exports one image read-only as a root of the tree, at listen. */
-static void seed_export(struct target_config *t, const char *image, const char *manifest_path,
-			const char *iqn, const char *listen)
+/* Fills t to export image read-only (the manifest gives its size); 0 or -1 with err. */
+static int seed_export_config(struct target_config *t, const char *image,
+			      const char *manifest_path, const char *iqn, char *err, size_t errlen)
 {
 	struct manifest m;
-	char err[512];
-	int fd, rc;
+	int fd;
 
-	if (manifest_load(manifest_path, &m, err, sizeof err) < 0)
-		die(EXIT_START, "%s", err);
+	if (manifest_load(manifest_path, &m, err, errlen) < 0)
+		return -1;
 	fd = open(image, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		die(EXIT_START, "%s: %s", image, strerror(errno));
+	if (fd < 0) {
+		snprintf(err, errlen, "%s: %s", image, strerror(errno));
+		manifest_free(&m);
+		return -1;
+	}
 	t->iqn = iqn;
 	t->image_fd = fd;
 	t->image_size = m.size;
 	target_disk_init(&t->disk, iqn, m.size);
 	manifest_free(&m);
+	return 0;
+}
+
+/* Exports one image read-only as a root of the tree, at listen. */
+static void seed_export(struct target_config *t, const char *image, const char *manifest_path,
+			const char *iqn, const char *listen)
+{
+	char err[512];
+	int rc;
+
+	if (seed_export_config(t, image, manifest_path, iqn, err, sizeof err) < 0)
+		die(EXIT_START, "%s", err);
 	if (parse_hostport(listen, &t->listen, &t->listen_len) < 0 || t->listen.ss_family != AF_INET)
 		die(EXIT_USAGE, "--iscsi %s: expected IPv4ADDR:PORT", listen);
 	if ((rc = target_start(t)) < 0)
 		die(EXIT_START, "cannot listen on %s for iSCSI: %s", listen, strerror(-rc));
+}
+
+/* The image's identity: the SHA-256 of its manifest (size, chunk size, every chunk's digest),
+ * in hex; false when the manifest cannot be read. */
+static bool seed_image_id(const char *manifest_path, char out[2 * SHA256_LEN + 1])
+{
+	uint8_t buf[65536], d[SHA256_LEN];
+	struct sha256 s;
+	ssize_t n;
+	int fd = open(manifest_path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return false;
+	sha256_init(&s);
+	while ((n = read(fd, buf, sizeof buf)) > 0)
+		sha256_update(&s, buf, (size_t)n);
+	close(fd);
+	if (n < 0)
+		return false;
+	sha256_final(&s, d);
+	for (int i = 0; i < SHA256_LEN; i++)
+		snprintf(out + 2 * i, 3, "%02x", d[i]);
+	return true;
+}
+
+/* The target name of a generation: the base name, and "-gN" from generation 2 on, so that
+ * no relay ever mixes two generations' blocks under one name. */
+static void seed_generation_iqn(uint32_t generation, char out[ISCSI_NAME_MAX + 1])
+{
+	char suffix[16] = "";
+
+	if (generation > 1)
+		snprintf(suffix, sizeof suffix, "-g%u", generation);
+	snprintf(out, ISCSI_NAME_MAX + 1, "%.*s%s", (int)(ISCSI_NAME_MAX - strlen(suffix)),
+		 seed_base_iqn, suffix);
+}
+
+/* The digest is in seed_re.manifest: export the new image instead of the old one. */
+static void seed_reimage_switch(void)
+{
+	int next = 1 - seed_cur;
+	struct target_config *old = &seed_targets[seed_cur], *t = &seed_targets[next];
+	char id[2 * SHA256_LEN + 1] = "", err[360];
+	uint32_t gen = seed_coord.generation + 1;
+
+	seed_generation_iqn(gen, seed_iqns[next]);
+	t->listen = old->listen;
+	t->listen_len = old->listen_len;
+	if (!seed_image_id(seed_re.manifest, id))
+		snprintf(err, sizeof err, "cannot read %.300s", seed_re.manifest);
+	if (!id[0] || seed_export_config(t, seed_re.image, seed_re.manifest, seed_iqns[next], err,
+					 sizeof err) < 0) {
+		seed_re.state = "failed";
+		snprintf(seed_re.reason, sizeof seed_re.reason, "%.360s", err);
+		log_msg("reimage to %s failed: %s", seed_re.image, seed_re.reason);
+		return;
+	}
+	target_swap(old, t);	/* old's initiators are cut off: nothing reads old's file */
+	close(old->image_fd);
+	old->image_fd = -1;
+	seed_cur = next;
+	/* The manifest route serves the new one from now on; a previous generation's goes. */
+	if (strstr(seed_manifest_path, "/image-g"))
+		unlink(seed_manifest_path);
+	snprintf(seed_manifest_path, sizeof seed_manifest_path, "%s", seed_re.manifest);
+	coord_new_generation(&seed_coord, seed_iqns[next], id, seed_re.reboot);
+	coord_save(&seed_coord);
+	seed_re.state = "done";
+	seed_re.generation = seed_coord.generation;
+	log_msg("reimage: now exporting %s (%llu bytes) as %s, generation %u", seed_re.image,
+		(unsigned long long)t->image_size, seed_iqns[next], seed_coord.generation);
+}
+
+/* The digesting child wrote (an error) or ended. */
+static void seed_reimage_child(void *ctx, uint32_t events)
+{
+	char buf[512];
+	ssize_t n = read(seed_re.watch.fd, buf, sizeof buf);
+	int status = 0;
+
+	(void)ctx;
+	(void)events;
+	if (n > 0) {
+		if (seed_re.err.len < 4096)
+			sb_add(&seed_re.err, buf, (size_t)n);
+		return;
+	}
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	ev_del(&seed_re.watch);
+	close(seed_re.watch.fd);
+	while (waitpid(seed_re.pid, &status, 0) < 0 && errno == EINTR)
+		;
+	seed_re.pid = 0;
+	if (seed_re.err.len || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		seed_re.state = "failed";
+		snprintf(seed_re.reason, sizeof seed_re.reason, "%.*s", (int)seed_re.err.len,
+			 seed_re.err.len ? seed_re.err.data : "the digesting process died");
+		log_msg("reimage to %s failed: %s", seed_re.image, seed_re.reason);
+		unlink(seed_re.manifest);
+	} else {
+		seed_reimage_switch();
+	}
+	sb_free(&seed_re.err);
+}
+
+/* POST /api/v1/reimage: checks the request and starts digesting the new image. */
+static int seed_reimage_start(const char *token, const char *image, bool reboot, char *err,
+			      size_t errlen)
+{
+	struct stat st;
+	int fds[2], fd;
+
+	if (!token || strlen(token) != strlen(seed_admin_token) ||
+	    strcmp(token, seed_admin_token) != 0) {
+		snprintf(err, errlen, "wrong or missing admin token (%s/%s on the seed)",
+			 seed_state_dir, SEED_ADMIN_TOKEN_FILE);
+		return -EACCES;
+	}
+	if (seed_re.pid) {
+		snprintf(err, errlen, "a reimage to %s is being prepared", seed_re.image);
+		return -EBUSY;
+	}
+	if (!image || image[0] != '/' || strlen(image) >= sizeof seed_re.image) {
+		snprintf(err, errlen, "image: an absolute path on the seed expected");
+		return -EINVAL;
+	}
+	fd = open(image, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0) {
+		snprintf(err, errlen, "%s: %s", image, fd < 0 ? strerror(errno) :
+			 !S_ISREG(st.st_mode) ? "not a regular file" : "empty");
+		if (fd >= 0)
+			close(fd);
+		return -EINVAL;
+	}
+	close(fd);
+	if (pipe2(fds, O_CLOEXEC) < 0) {
+		snprintf(err, errlen, "pipe: %s", strerror(errno));
+		return -EIO;
+	}
+	snprintf(seed_re.image, sizeof seed_re.image, "%s", image);
+	snprintf(seed_re.manifest, sizeof seed_re.manifest, "%s/image-g%u.manifest",
+		 seed_state_dir, seed_coord.generation + 1);
+	seed_re.pid = fork();
+	if (seed_re.pid == 0) {
+		char why[400];
+
+		close(fds[0]);
+		if (manifest_create(image, seed_re.manifest, seed_chunk, why, sizeof why) < 0) {
+			if (write(fds[1], why, strlen(why)) < 0)
+				_exit(2);
+			_exit(1);
+		}
+		_exit(0);
+	}
+	close(fds[1]);
+	if (seed_re.pid < 0) {
+		seed_re.pid = 0;
+		close(fds[0]);
+		snprintf(err, errlen, "fork: %s", strerror(errno));
+		return -EIO;
+	}
+	fcntl(fds[0], F_SETFL, O_NONBLOCK);
+	seed_re.watch = (struct ev_watch){ .fd = fds[0], .fn = seed_reimage_child };
+	ev_add(&seed_re.watch, EPOLLIN);
+	seed_re.reboot = reboot;
+	seed_re.state = "digesting";
+	seed_re.reason[0] = '\0';
+	seed_re.generation = seed_coord.generation + 1;
+	log_msg("reimage to %s%s: digesting it for generation %u", image,
+		reboot ? " with reboot" : "", seed_re.generation);
+	return (int)seed_re.generation;
+}
+
+/* GET /api/v1/reimage */
+static void seed_reimage_status(struct strbuf *out)
+{
+	kv_add(out, "generation", "%u", seed_coord.generation);
+	kv_add(out, "state", "%s", seed_re.state);
+	if (seed_re.generation)
+		kv_add(out, "target-generation", "%u", seed_re.generation);
+	if (seed_re.image[0])
+		kv_add(out, "image", "%s", seed_re.image);
+	kv_add(out, "reboot", "%d", seed_re.reboot);
+	kv_add(out, "iqn", "%s", seed_iqns[seed_cur]);
+	if (seed_re.reason[0])
+		kv_add(out, "reason", "%s", seed_re.reason);
 }
 
 /* The root of the tree: exports the image and coordinates the hosts that attach it. */
@@ -426,45 +665,53 @@ static void seed_image(const struct seed_options *o, struct in_addr addr)
 {
 	struct coord_config cc = { 0 };
 	char listen_default[INET_ADDRSTRLEN + 8], addr_s[INET_ADDRSTRLEN];
-	const char *base;
+	static char image_id[2 * SHA256_LEN + 1];
+	const char *base, *listen;
+	struct target_config *t = &seed_targets[0];
 	uint32_t chunk = seed_number("--chunk-size", o->chunk_size, MANIFEST_CHUNK_MIN,
 				     MANIFEST_CHUNK_MAX, MANIFEST_CHUNK_DEFAULT);
 
 	if (chunk & (chunk - 1))
 		die(EXIT_USAGE, "--chunk-size %s: a power of two", o->chunk_size);
+	seed_chunk = chunk;
+	seed_state_dir = o->state_dir;
 	base = strrchr(o->image, '/');
 	base = base ? base + 1 : o->image;
 	if (o->iqn)
-		snprintf(seed_iqn, sizeof seed_iqn, "%s", o->iqn);
+		snprintf(seed_base_iqn, sizeof seed_base_iqn, "%s", o->iqn);
 	else {
-		int n = snprintf(seed_iqn, sizeof seed_iqn, "iqn.2026-11.org.virtman:");
+		int n = snprintf(seed_base_iqn, sizeof seed_base_iqn, "iqn.2026-11.org.virtman:");
 
 		for (; *base && n < ISCSI_NAME_MAX; base++) {
 			char ch = *base >= 'A' && *base <= 'Z' ? (char)(*base - 'A' + 'a') : *base;
 
-			seed_iqn[n++] = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+			seed_base_iqn[n++] = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
 					ch == '.' || ch == '-' ? ch : '-';
 		}
-		seed_iqn[n] = '\0';
+		seed_base_iqn[n] = '\0';
 	}
-	if (strncmp(seed_iqn, "iqn.", 4) != 0 || strspn(seed_iqn, "abcdefghijklmnopqrstuvwxyz"
-			"0123456789.-:") != strlen(seed_iqn))
-		die(EXIT_USAGE, "--iqn %s: not a valid iSCSI name", seed_iqn);
+	if (strncmp(seed_base_iqn, "iqn.", 4) != 0 || strspn(seed_base_iqn,
+			"abcdefghijklmnopqrstuvwxyz0123456789.-:") != strlen(seed_base_iqn))
+		die(EXIT_USAGE, "--iqn %s: not a valid iSCSI name", seed_base_iqn);
 	seed_manifest(o->image, o->state_dir, "image", chunk, seed_manifest_path,
 		      sizeof seed_manifest_path);
+	if (!seed_image_id(seed_manifest_path, image_id))
+		die(EXIT_START, "cannot read %s", seed_manifest_path);
 	inet_ntop(AF_INET, &addr, addr_s, sizeof addr_s);
 	snprintf(listen_default, sizeof listen_default, "%s:3260", addr_s);
-	seed_export(&seed_target, o->image, seed_manifest_path, seed_iqn,
-		    o->iscsi ? o->iscsi : listen_default);
+	listen = o->iscsi ? o->iscsi : listen_default;
+	if (parse_hostport(listen, &t->listen, &t->listen_len) < 0 || t->listen.ss_family != AF_INET)
+		die(EXIT_USAGE, "--iscsi %s: expected IPv4ADDR:PORT", listen);
 	if (o->userland) {
 		/* The hypervisor userland: a second image down the same tree, one port up. */
-		struct sockaddr_in *sin = (struct sockaddr_in *)&seed_target.listen;
+		struct sockaddr_in *sin = (struct sockaddr_in *)&t->listen;
 		char ul_listen[INET_ADDRSTRLEN + 8], ip[INET_ADDRSTRLEN];
 
-		if (strlen(seed_iqn) + strlen("-userland") > ISCSI_NAME_MAX)
-			die(EXIT_USAGE, "--iqn %s: too long to name the userland after it", seed_iqn);
-		memcpy(seed_userland_iqn, seed_iqn, strlen(seed_iqn));
-		memcpy(seed_userland_iqn + strlen(seed_iqn), "-userland", sizeof "-userland");
+		if (strlen(seed_base_iqn) + strlen("-userland") > ISCSI_NAME_MAX)
+			die(EXIT_USAGE, "--iqn %s: too long to name the userland after it",
+			    seed_base_iqn);
+		memcpy(seed_userland_iqn, seed_base_iqn, strlen(seed_base_iqn));
+		memcpy(seed_userland_iqn + strlen(seed_base_iqn), "-userland", sizeof "-userland");
 		seed_manifest(o->userland, o->state_dir, "userland", chunk, seed_userland_manifest_path,
 			      sizeof seed_userland_manifest_path);
 		inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof ip);
@@ -494,15 +741,22 @@ static void seed_image(const struct seed_options *o, struct in_addr addr)
 	cc.prefix_len = (uint32_t)__builtin_popcount(seed_dhcp.dhcp.netmask.s_addr);
 	cc.seed_addr = addr;
 	cc.iscsi_port = 3260;
-	cc.root_port = ntohs(((struct sockaddr_in *)&seed_target.listen)->sin_port);
-	cc.iqn = seed_iqn;
+	cc.root_port = ntohs(((struct sockaddr_in *)&t->listen)->sin_port);
+	cc.iqn = seed_iqns[0];
 	cc.manifest_url = seed_manifest_url;
+	cc.image_id = image_id;
 	cc.token = seed_boot.token;
 	cc.state_path = seed_rack_path;
 	coord_init(&seed_coord, &cc);
+	/* The generation is known now (a restarted seed keeps the rack's): so is the name. */
+	seed_generation_iqn(seed_coord.generation, seed_iqns[0]);
+	seed_export(t, o->image, seed_manifest_path, seed_iqns[0], listen);
+	coord_save(&seed_coord);
 	api_init(&seed_coord, seed_manifest_path, o->userland ? seed_userland_manifest_path : NULL);
-	log_msg("image %s: %llu bytes, root export %s on port %u, fan-out %u", o->image,
-		(unsigned long long)seed_target.image_size, seed_iqn, cc.root_port, cc.fanout);
+	api_set_reimage(seed_reimage_start, seed_reimage_status);
+	log_msg("image %s: %llu bytes, root export %s on port %u, generation %u, fan-out %u",
+		o->image, (unsigned long long)t->image_size, seed_iqns[0], cc.root_port,
+		seed_coord.generation, cc.fanout);
 }
 
 int cmd_seed(int argc, char **argv)
@@ -600,6 +854,7 @@ int cmd_seed(int argc, char **argv)
 	if (seed_dhcp.dhcp.mode != DHCP_OFF &&
 	    (err = dhcp_server_start(&seed_dhcp, &what)) < 0)
 		die(EXIT_START, "DHCP on %s: %s: %s", o.iface, what, strerror(-err));
+	seed_write_url(o.state_dir);
 	log_msg("serving %s: DHCP %s, TFTP %s, HTTP %s, state in %s", o.iface, o.dhcp,
 		seed_ipxe_dir, seed_boot.http_base, o.state_dir);
 	err = ev_run();

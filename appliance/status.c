@@ -9,13 +9,16 @@
 #include "lib/httpc.h"
 #include "lib/log.h"
 
+#define STATUS_URL_FILE "/var/lib/virtman/seed-url"	/* the seed's default state dir */
+
 static const char status_usage[] =
 	"usage: virtman status [--seed URL] [--json]\n"
 	"\n"
 	"Prints every host the seed knows: id, MAC, address, parent in the tree, depth, stage,\n"
 	"image generation, VMs up, and the time since it registered.\n"
 	"\n"
-	"  --seed URL   the seed's HTTP address (default $VIRTMAN_SEED, else\n"
+	"  --seed URL   the seed's HTTP address (default $VIRTMAN_SEED, else the one a seed\n"
+	"               on this machine wrote to " STATUS_URL_FILE ", else\n"
 	"               http://127.0.0.1:8080)\n"
 	"  --json       the full JSON of GET /api/v1/hosts, for scripts\n";
 
@@ -43,8 +46,16 @@ int cmd_status(int argc, char **argv)
 	}
 	if (optind != argc)
 		die(EXIT_USAGE, "unexpected argument %s", argv[optind]);
-	if (!seed || !*seed)
+	if (!seed || !*seed) {
+		static char line[300];
+		FILE *f = fopen(STATUS_URL_FILE, "re");
+
 		seed = "http://127.0.0.1:8080";
+		if (f && fgets(line, sizeof line, f) && (line[strcspn(line, "\r\n")] = '\0', line[0]))
+			seed = line;
+		if (f)
+			fclose(f);
+	}
 	if (snprintf(url, sizeof url, "%s%s", seed, json ? "/api/v1/hosts" : "/api/v1/status") >=
 	    (int)sizeof url)
 		die(EXIT_USAGE, "--seed %s: too long", seed);

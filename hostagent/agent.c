@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/reboot.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysinfo.h>
@@ -86,7 +87,11 @@ struct agent {
 	char mac[18];
 	char addr[INET_ADDRSTRLEN];
 	int host_id;
-	unsigned generation;
+	unsigned generation;		/* of the image the agent attaches */
+	unsigned next_generation;	/* the seed serves another one: switch to it (0: none) */
+	bool next_reboot;		/* ... by rebooting the host */
+	bool allow_reboot;		/* this agent may reboot its host (the boot image's init) */
+	bool have_image;		/* the image's manifest is fetched: switching needs undoing */
 	unsigned heartbeat_s;
 	struct agent_image img[IMG_COUNT];	/* the userland's iqn is empty without one */
 	char cache_dir[256];
@@ -116,6 +121,7 @@ static volatile sig_atomic_t agent_stopping;
 static const char agent_usage[] =
 	"usage: virtman agent [--seed URL] [--token T] [--iface IF] [--cache tmpfs|DEV|DIR]\n"
 	"                     [--attach open-iscsi|none] [--run-dir DIR] [--verify] [--debug]\n"
+	"                     [--allow-reboot]\n"
 	"\n"
 	"The host agent, started by the boot image's init. Brings the boot NIC up (DHCP with\n"
 	"busybox udhcpc unless it already has an address), registers with the seed, runs the\n"
@@ -133,6 +139,8 @@ static const char agent_usage[] =
 	"  --run-dir DIR     where the relay's upstream list and manifest go\n"
 	"                    (default " AGENT_RUN_DIR ")\n"
 	"  --verify          read the attached disk whole and report its SHA-256\n"
+	"  --allow-reboot    reboot the host when the seed reimages with --reboot (the boot\n"
+	"                    image's init gives it); without it the agent reimages in place\n"
 	"  --debug           more output on the console\n";
 
 /* Logs to the console and keeps the line for the seed. */
@@ -346,6 +354,8 @@ static int agent_heartbeat(void)
 	if (agent.host_id <= 0)
 		return -ENOENT;
 	kv_add(&body, "stage", "%s", agent.stage);
+	if (agent.generation)
+		kv_add(&body, "generation", "%u", agent.generation);
 	if (agent.reason[0])
 		kv_add(&body, "reason", "%s", agent.reason);
 	if (agent.disk_sha256[0])
@@ -445,12 +455,28 @@ static int agent_apply_reply(const struct httpc_response *resp)
 		agent_log("the seed's reply is not key=value lines");
 		return -EPROTO;
 	}
-	agent_take_upstreams(&agent.img[IMG_VM], kv, n, "upstream");
+	/* Another generation while this one's image is in use: the switch is the main loop's
+	 * (agent_reimage); until then nothing of the new image reaches the old relay. */
+	bool image_keys = true;
+
+	if (kv_get_u64(kv, n, "generation", 1, UINT32_MAX, &v) == 0 && v != agent.generation) {
+		if (agent.have_image) {
+			if (agent.next_generation != v)
+				agent_log("the seed serves generation %llu (this host: %u)%s",
+					  (unsigned long long)v, agent.generation,
+					  kv_get(kv, n, "reboot") ? ", by rebooting" : "");
+			agent.next_generation = (unsigned)v;
+			agent.next_reboot = kv_get(kv, n, "reboot") != NULL;
+			image_keys = false;
+		} else {
+			agent.generation = (unsigned)v;
+		}
+	}
+	if (image_keys)
+		agent_take_upstreams(&agent.img[IMG_VM], kv, n, "upstream");
 	agent_take_upstreams(&agent.img[IMG_USERLAND], kv, n, "userland-upstream");
 	if (kv_get_u64(kv, n, "host-id", 1, 1u << 20, &v) == 0)
 		agent.host_id = (int)v;
-	if (kv_get_u64(kv, n, "generation", 0, UINT32_MAX, &v) == 0)
-		agent.generation = (unsigned)v;
 	if (kv_get_u64(kv, n, "heartbeat", 1, 3600, &v) == 0)
 		agent.heartbeat_s = (unsigned)v;
 	if (kv_get_u64(kv, n, "vms", 0, 64, &v) == 0)
@@ -463,9 +489,9 @@ static int agent_apply_reply(const struct httpc_response *resp)
 		agent.vm_timeout_s = (unsigned)v;
 	if (kv_get(kv, n, "vm-marker"))
 		snprintf(agent.vm_marker, sizeof agent.vm_marker, "%s", kv_get(kv, n, "vm-marker"));
-	if (kv_get(kv, n, "iqn"))
+	if (image_keys && kv_get(kv, n, "iqn"))
 		snprintf(agent.img[IMG_VM].iqn, sizeof agent.img[0].iqn, "%s", kv_get(kv, n, "iqn"));
-	if (kv_get(kv, n, "manifest-url"))
+	if (image_keys && kv_get(kv, n, "manifest-url"))
 		snprintf(agent.img[IMG_VM].manifest_url, sizeof agent.img[0].manifest_url, "%s",
 			 kv_get(kv, n, "manifest-url"));
 	if (kv_get(kv, n, "userland-iqn"))
@@ -631,6 +657,7 @@ static int agent_step_manifest(void)
 		if (rc < 0)
 			return rc;
 	}
+	agent.have_image = true;
 	return 0;
 }
 
@@ -640,14 +667,20 @@ static int agent_step_cache(void)
 	const char *spec = agent.cache[0] ? agent.cache : "tmpfs";
 	struct stat st;
 
+	if (agent.cache_dir[0])
+		return 0;	/* ready since an earlier generation */
+
 	if (strcmp(spec, "tmpfs") == 0) {
 		snprintf(agent.cache_dir, sizeof agent.cache_dir, "/var/cache/virtman");
 		mkdir("/var/cache", 0755);
 		mkdir(agent.cache_dir, 0755);
 		if (mount("virtman-cache", agent.cache_dir, "tmpfs", 0, "mode=0755") < 0 &&
 		    errno != EBUSY) {
-			agent_stage("failed", "cannot mount tmpfs for the cache: %s", strerror(errno));
-			return -errno;
+			int err = errno;
+
+			agent.cache_dir[0] = '\0';
+			agent_stage("failed", "cannot mount tmpfs for the cache: %s", strerror(err));
+			return -err;
 		}
 		return 0;
 	}
@@ -666,6 +699,7 @@ static int agent_step_cache(void)
 			return 0;
 		if (agent_run(AGENT_STEP_TIMEOUT_MS, mkfs) != 0 ||
 		    mount(spec, agent.cache_dir, "ext2", 0, NULL) < 0) {
+			agent.cache_dir[0] = '\0';
 			agent_stage("failed", "cannot prepare %s for the cache", spec);
 			return -EIO;
 		}
@@ -1000,6 +1034,87 @@ static void agent_shutdown(void)
 	}
 }
 
+/* Stops one image's relay and waits for it to go (SIGKILL after 10 s). */
+static void agent_stop_relay(struct agent_image *im)
+{
+	if (im->relay_pid <= 0)
+		return;
+	kill(im->relay_pid, SIGTERM);
+	for (int i = 0; i < 500 && im->relay_pid > 0; i++) {
+		agent_reap();
+		if (im->relay_pid > 0)
+			usleep(20000);
+	}
+	if (im->relay_pid > 0) {
+		kill(im->relay_pid, SIGKILL);
+		while (im->relay_pid > 0) {
+			agent_reap();
+			usleep(20000);
+		}
+	}
+}
+
+/* Deletes the files of a cache directory (the relay keeps no subdirectories). */
+static void agent_clear_dir(const char *path)
+{
+	DIR *d = opendir(path);
+	struct dirent *e;
+
+	if (!d)
+		return;
+	while ((e = readdir(d)))
+		if (e->d_name[0] != '.')
+			unlinkat(dirfd(d), e->d_name, 0);
+	closedir(d);
+}
+
+/* The seed serves a new generation: stop the VMs (their overlays go), detach the old image,
+ * stop its relay and drop its cache, then take the new generation's image from the seed's
+ * reply; bring-up goes on from the manifest. With reboot, the host reboots instead and
+ * PXE-boots the new generation (new boot image too). */
+static void agent_reimage(void)
+{
+	struct agent_image *im = &agent.img[IMG_VM];
+	unsigned gen = agent.next_generation;
+	char portal[32];
+	char *logout[] = { "iscsiadm", "-m", "node", "-T", im->iqn, "-p", portal, "--logout",
+			   NULL };
+
+	agent.next_generation = 0;
+	if (agent.next_reboot && agent.allow_reboot) {
+		agent.generation = gen;
+		agent_stage("rebooting", "to boot generation %u", gen);
+		agent_heartbeat();
+		agent_shutdown();
+		sync();
+		reboot(RB_AUTOBOOT);
+		agent_log("reboot: %s: reimaging in place", strerror(errno));
+	} else if (agent.next_reboot) {
+		agent_log("the seed asks for a reboot, but this agent may not reboot its host "
+			  "(no --allow-reboot): reimaging in place");
+	}
+	agent_stage("reimaging", "generation %u to %u", agent.generation, gen);
+	if (agent_vms_started) {
+		vms_stop(&agent_vms);
+		agent_vms_started = false;
+	}
+	snprintf(portal, sizeof portal, "127.0.0.1:%d", im->port);
+	if (im->disk[0] && agent_run(10000, logout) != 0)
+		agent_log("iscsiadm logout from %s failed", im->iqn);
+	im->disk[0] = '\0';
+	agent_stop_relay(im);
+	if (im->cache_dir[0])
+		agent_clear_dir(im->cache_dir);
+	im->iqn[0] = '\0';
+	im->manifest_url[0] = '\0';
+	im->nupstreams = 0;
+	agent.disk_sha256[0] = '\0';
+	agent.have_image = false;
+	agent.generation = gen;
+	/* This beat says which generation the host now works on; its reply names the image. */
+	agent_heartbeat();
+}
+
 /* Sleeps up to seconds, waking early for a stop request; reaps children and watches the
  * VMs' consoles meanwhile. */
 static void agent_pause(unsigned seconds)
@@ -1060,6 +1175,7 @@ int cmd_agent(int argc, char **argv)
 		{ "verify", no_argument, NULL, 'v' },
 		{ "debug", no_argument, NULL, 'd' },
 		{ "run-dir", required_argument, NULL, 'r' },
+		{ "allow-reboot", no_argument, NULL, 'R' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -1086,6 +1202,7 @@ int cmd_agent(int argc, char **argv)
 		case 'v': agent.verify = true; break;
 		case 'd': agent.debug = true; break;
 		case 'r': snprintf(agent.run_dir, sizeof agent.run_dir, "%s", optarg); break;
+		case 'R': agent.allow_reboot = true; break;
 		case 'h': fputs(agent_usage, stdout); return 0;
 		default: fputs(agent_usage, stderr); return EXIT_USAGE;
 		}
@@ -1112,8 +1229,14 @@ int cmd_agent(int argc, char **argv)
 	if (mkdir(agent.run_dir, 0755) < 0 && errno != EEXIST)
 		die(EXIT_START, "--run-dir %s: %s", agent.run_dir, strerror(errno));
 	agent_log("starting (seed %s)", agent.seed[0] ? agent.seed : "unknown yet");
+bring_up:
 	/* Bring-up: each step retried with backoff until it works; never silent. */
 	while (!agent_stopping && step <= STEP_READY) {
+		if (agent.next_generation) {
+			agent_reimage();
+			step = agent.img[IMG_VM].iqn[0] ? STEP_MANIFEST : STEP_REGISTER;
+			continue;
+		}
 		int rc = agent_run_step(step);
 
 		agent_reap();
@@ -1153,6 +1276,11 @@ int cmd_agent(int argc, char **argv)
 				agent.iscsid_pid = 0;
 		}
 		rc = agent_heartbeat();
+		if (agent.next_generation) {
+			agent_reimage();
+			step = agent.img[IMG_VM].iqn[0] ? STEP_MANIFEST : STEP_REGISTER;
+			goto bring_up;
+		}
 		if (rc == -ENOENT && agent_step_register() == 0) {
 			agent_stage("ready", "registered again");
 			for (int i = 0; i < IMG_COUNT; i++)

@@ -149,6 +149,7 @@ struct conn {
 
 struct target {
 	const struct target_config *cfg;
+	struct target *next_target;	/* every target of the process, for target_swap */
 	struct ev_watch listen;
 	struct ev_tick tick;
 	struct conn *conns;
@@ -163,6 +164,7 @@ struct target {
 };
 
 static struct log_limit target_log_limit;	/* lines peers can trigger at will */
+static struct target *targets;
 
 static void conn_fail(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -1671,5 +1673,21 @@ int target_start(const struct target_config *cfg)
 	ev_tick_add(&tgt->tick);
 	if (!cfg->no_metrics)
 		metrics_register(target_metrics, tgt);
+	tgt->next_target = targets;
+	targets = tgt;
 	return ev_add(&tgt->listen, EPOLLIN);
+}
+
+int target_swap(const struct target_config *cfg, const struct target_config *next)
+{
+	struct target *tgt = targets;
+
+	while (tgt && tgt->cfg != cfg)
+		tgt = tgt->next_target;
+	if (!tgt)
+		return -ENOENT;
+	while (tgt->conns)
+		conn_destroy(tgt->conns);
+	tgt->cfg = next;
+	return 0;
 }

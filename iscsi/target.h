@@ -44,4 +44,9 @@ void target_disk_init(struct scsi_disk *disk, const char *name, uint64_t image_s
 /* Starts listening and serving on the event loop; 0 or negative errno. */
 int target_start(const struct target_config *cfg);
 
+/* Serves next instead of the started cfg, on the same listener: every connection to cfg is
+ * closed first (its initiators log in again and find next's name), so nothing in flight
+ * still reads cfg's image_fd once this returns. 0, or -ENOENT when cfg was never started. */
+int target_swap(const struct target_config *cfg, const struct target_config *next);
+
 #endif

@@ -30,12 +30,17 @@ static int boot_token_valid(const char *s, size_t len)
 
 int boot_token_load(const char *dir, char token[BOOT_TOKEN_LEN + 1])
 {
+	return boot_secret_load(dir, BOOT_TOKEN_FILE, token);
+}
+
+int boot_secret_load(const char *dir, const char *file, char token[BOOT_TOKEN_LEN + 1])
+{
 	char path[PATH_MAX], buf[BOOT_TOKEN_LEN + 2];
 	uint8_t raw[BOOT_TOKEN_LEN / 2];
 	ssize_t n;
 	int fd, err;
 
-	if (snprintf(path, sizeof path, "%s/%s", dir, BOOT_TOKEN_FILE) >= (int)sizeof path)
+	if (snprintf(path, sizeof path, "%s/%s", dir, file) >= (int)sizeof path)
 		return -ENAMETOOLONG;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd >= 0) {

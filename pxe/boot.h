@@ -23,6 +23,9 @@ struct boot_config {
  * 0 or negative errno. */
 int boot_token_load(const char *dir, char token[BOOT_TOKEN_LEN + 1]);
 
+/* The same for another secret of the seed in dir/file (the admin token). */
+int boot_secret_load(const char *dir, const char *file, char token[BOOT_TOKEN_LEN + 1]);
+
 /* Writes the iPXE script for the query string of GET /boot.ipxe ("mac=aa:bb:..." or
  * empty); 0, or -EINVAL for a malformed MAC. */
 int boot_script(const struct boot_config *cfg, const char *query, struct strbuf *out);

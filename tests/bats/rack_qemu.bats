@@ -44,11 +44,13 @@ start_rack_seed() {
 }
 
 # power_on N: host N (MAC 52:54:00:77:00:0N) on tapN; records HOST_N_PID and its serial log.
+# A reboot ends QEMU, unless REBOOTS=1: then the host boots again (from the network).
 power_on() {
-	local n=$1 serial="$BATS_TEST_TMPDIR/host$1.serial"
+	local n=$1 serial="$BATS_TEST_TMPDIR/host$1.serial" no_reboot=-no-reboot
+	[[ ${REBOOTS:-0} == 1 ]] && no_reboot=
 	: >"$serial"
 	spawn "qemu$n" ip netns exec "$(ns pxe)" qemu-system-x86_64 -accel "$QEMU_ACCEL" \
-		-m 768 -smp 1 -display none -monitor none -no-reboot -serial "file:$serial" \
+		-m 768 -smp 1 -display none -monitor none $no_reboot -serial "file:$serial" \
 		-boot n -netdev "tap,id=n0,ifname=tap$n,script=no,downscript=no" \
 		-device "virtio-net-pci,netdev=n0,mac=52:54:00:77:00:0$n"
 	printf -v "HOST_${n}_PID" %s "$SPAWN_PID"
@@ -177,5 +179,54 @@ root_served() {
 	run host_field 1 reason
 	assert_output --partial "failed verification"
 	grep -q "failed verification" "$BATS_TEST_TMPDIR/host1.serial" || fail "nothing on the console"
+	stop_seed
+}
+
+# generation_ready GEN N: until N live hosts run generation GEN and are ready.
+generation_ready() {
+	local deadline=$((SECONDS + RACK_TIMEOUT)) n
+	until n=$(api /api/v1/hosts | python3 -c 'import json, sys
+print(sum(1 for h in json.load(sys.stdin)["hosts"]
+          if h["live"] and h["stage"] == "ready" and h["generation"] == int(sys.argv[1])))' "$1") &&
+		((n >= $2)); do
+		((SECONDS < deadline)) || { api /api/v1/status >&2; fail "only ${n:-0} hosts on generation $1"; }
+		sleep 0.5
+	done
+}
+
+@test "rack qemu: reimage in place, then with --reboot; every host reads each new image bit-exact" {
+	REBOOTS=1
+	start_rack_seed
+	for n in 1 2; do
+		power_on "$n"
+		wait_ready "$n"
+	done
+	# In place: the agents log out of the old disk, stop its relay, attach the new one.
+	local img2="$BATS_TEST_TMPDIR/rack2.img" img3="$BATS_TEST_TMPDIR/rack3.img"
+	make_image "$img2" $((12 * 1024 * 1024))
+	make_image "$img3" $((10 * 1024 * 1024))
+	run in_ns pxe "$VIRTMAN" reimage --state-dir "$STATE" --image "$img2" --timeout "$RACK_TIMEOUT"
+	echo "$output"
+	assert_success
+	assert_output --partial "2 hosts ready, 0 failed, 0 lost, 0 not done"
+	for n in 1 2; do
+		assert_equal "$(host_field "$n" generation)" 2
+		assert_equal "$(host_field "$n" disk_sha256)" "$(sha256_of "$img2")"
+	done
+	api /api/v1/hosts/1/log | grep -q "stage reimaging" || fail "host 1 did not reimage in place"
+	# With --reboot: each host reboots, PXE-boots again and attaches generation 3.
+	local boots_before
+	boots_before=$(grep -c "virtman agent: starting" "$BATS_TEST_TMPDIR/host1.serial")
+	run in_ns pxe "$VIRTMAN" reimage --state-dir "$STATE" --image "$img3" --reboot \
+		--timeout "$RACK_TIMEOUT"
+	echo "$output"
+	assert_success
+	assert_output --partial "rebooting"
+	generation_ready 3 2
+	for n in 1 2; do
+		assert_equal "$(host_field "$n" disk_sha256)" "$(sha256_of "$img3")"
+	done
+	(($(grep -c "virtman agent: starting" "$BATS_TEST_TMPDIR/host1.serial") > boots_before)) ||
+		fail "host 1 did not boot again"
 	stop_seed
 }

@@ -73,7 +73,12 @@ print(sum(1 for h in json.load(sys.stdin)["hosts"] if h["live"] and h["stage"] =
 
 # read_via N OUT: reads the whole image through host N's relay.
 read_via() {
-	in_ns "h$1" qemu-img convert -f raw -O raw "iscsi://127.0.0.1:3260/$IQN/0" "$2"
+	read_via_iqn "$1" "$IQN" "$2"
+}
+
+# read_via_iqn N IQN OUT: reads target IQN whole through host N's relay.
+read_via_iqn() {
+	in_ns "h$1" qemu-img convert -f raw -O raw "iscsi://127.0.0.1:3260/$2/0" "$3"
 }
 
 root_served() {
@@ -267,4 +272,159 @@ memory=1024" "$SEED_URL/api/v1/hosts"
 	wait_file_match "$BATS_TEST_TMPDIR/agent-8082.log" "retrying in" 30
 	assert_no_sanitizer_report "$BATS_TEST_TMPDIR/agent-8081.log"
 	assert_no_sanitizer_report "$BATS_TEST_TMPDIR/agent-8082.log"
+}
+
+# reimage ARGS...: `virtman reimage` from inside the seed's namespace, against its state dir.
+reimage() {
+	in_ns seed "$VIRTMAN" reimage --state-dir "$STATE" "$@"
+}
+
+@test "rack: virtman reimage moves every host to the new image under a new name; progress and summary" {
+	start_rack_seed
+	for n in 1 2 3; do
+		start_host "$n"
+		wait_hosts_ready "$n"
+	done
+	read_via 3 "$BATS_TEST_TMPDIR/gen1.raw"	# warm caches of generation 1 along 1 -> 3
+	local img2="$BATS_TEST_TMPDIR/rack2.img" n
+	make_image "$img2" $((20 * 1024 * 1024))
+	run reimage --image "$img2" --timeout 120
+	assert_success
+	assert_output --partial "generation 2: the seed digests $img2"
+	assert_output --partial "the seed serves generation 2"
+	# Each host's way through it, then the summary.
+	for n in 1 2 3; do
+		grep -qE "host $n +10\.213\.1\.1$n +generation 2 +reimaging" <<<"$output" ||
+			fail "no reimaging line for host $n"
+		grep -qE "host $n +10\.213\.1\.1$n +generation 2 +ready" <<<"$output" ||
+			{ echo "$output" >&2; fail "no ready line for host $n"; }
+	done
+	assert_output --partial "generation 2 after"
+	assert_output --partial "3 hosts ready, 0 failed, 0 lost, 0 not done"
+	for n in 1 2 3; do
+		assert_equal "$(host_field "$n" generation)" 2
+		assert_equal "$(host_field "$n" stage)" ready
+	done
+	api /api/v1/tree | python3 -c 'import json, sys
+t = json.load(sys.stdin)
+assert t["generation"] == 2, t'
+	# The new image under the new name through every relay, the tree unchanged; the old
+	# name is gone everywhere, so no relay can mix the two generations' blocks.
+	assert_equal "$(host_field 3 parent)" 1
+	for n in 1 2 3; do
+		in_ns "h$n" qemu-img convert -f raw -O raw "iscsi://127.0.0.1:3260/$IQN-g2/0" \
+			"$BATS_TEST_TMPDIR/gen2-$n.raw" || fail "no generation 2 through host $n"
+		assert_same_content "$img2" "$BATS_TEST_TMPDIR/gen2-$n.raw"
+	done
+	run in_ns h3 qemu-img convert -f raw -O raw "iscsi://127.0.0.1:3260/$IQN/0" \
+		"$BATS_TEST_TMPDIR/old.raw"
+	assert_failure
+	run in_ns seed qemu-img convert -f raw -O raw "iscsi://$SEED_ADDR:3260/$IQN/0" \
+		"$BATS_TEST_TMPDIR/old.raw"
+	assert_failure
+	# The old generation's cache is gone: the relay's cache holds the new image only.
+	local cached
+	cached=$(du -sb "$BATS_TEST_TMPDIR/h3/cache/image" | cut -f1)
+	((cached <= 20 * 1024 * 1024 + 1024 * 1024)) || fail "host 3 still caches $cached bytes"
+	stop_seed
+}
+
+@test "rack: reimage refusals: no admin token, a wrong one, a missing image, a bad path" {
+	start_rack_seed
+	start_host 1
+	wait_hosts_ready 1
+	run in_ns seed env VIRTMAN_ADMIN_TOKEN=0123456789abcdef0123456789abcdef "$VIRTMAN" reimage \
+		--state-dir "$STATE" --image "$IMG"
+	assert_failure 1
+	assert_output --partial "HTTP 403"
+	assert_output --partial "wrong or missing admin token"
+	run in_ns seed "$VIRTMAN" reimage --state-dir "$BATS_TEST_TMPDIR/nowhere" --image "$IMG"
+	assert_failure
+	assert_output --partial "no admin token"
+	run reimage --image /nonexistent/disk.img
+	assert_failure 1
+	assert_output --partial "/nonexistent/disk.img"
+	run reimage --image relative.img
+	assert_failure 2
+	run reimage --image "$BATS_TEST_TMPDIR"
+	assert_failure 1
+	assert_output --partial "not a regular file"
+	local empty="$BATS_TEST_TMPDIR/empty.img"
+	: >"$empty"
+	run reimage --image "$empty"
+	assert_failure 1
+	assert_output --partial "empty"
+	# Straight to the API: a body that is not key=value lines, a bad reboot flag.
+	run in_ns seed curl -s -w ' %{http_code}' --data-binary $'\x01garbage' "$SEED_URL/api/v1/reimage"
+	assert_output --partial 400
+	run in_ns seed curl -s -w ' %{http_code}' --data-binary "token=$(cat "$STATE/admin-token")
+image=$IMG
+reboot=yes" "$SEED_URL/api/v1/reimage"
+	assert_output --partial 400
+	# Nothing changed: still generation 1, the host ready on it.
+	assert_equal "$(host_field 1 generation)" 1
+	assert_equal "$(host_field 1 stage)" ready
+	stop_seed
+}
+
+@test "rack: a restarted seed keeps a reimaged generation; started on another image it moves on" {
+	start_rack_seed
+	start_host 1
+	wait_hosts_ready 1
+	local img2="$BATS_TEST_TMPDIR/rack2.img"
+	make_image "$img2" $((8 * 1024 * 1024))
+	run reimage --image "$img2" --timeout 120
+	assert_success
+	stop_seed
+	# The same image as before the restart: the same generation and name.
+	start_seed seed seed --iface seed0 --dhcp off --image "$img2" --state-dir "$STATE" \
+		--heartbeat 1
+	api /api/v1/reimage | grep -qx "generation=2" || fail "generation 2 not kept"
+	api /api/v1/reimage | grep -qx "iqn=$IQN-g2" && fail "the name should follow rack2.img"
+	api /api/v1/reimage | grep -qx "iqn=iqn.2026-11.org.virtman:rack2.img-g2" ||
+		fail "not the generation 2 name"
+	assert_equal "$(host_field 1 generation)" 2
+	stop_seed
+	# The original image again: that is a new generation, which the host takes.
+	start_rack_seed
+	api /api/v1/reimage | grep -qx "generation=3" || fail "no generation 3"
+	local deadline=$((SECONDS + 60))
+	until [[ $(host_field 1 generation) == 3 && $(host_field 1 stage) == ready ]]; do
+		((SECONDS < deadline)) || { api /api/v1/status >&2; fail "host 1 did not take generation 3"; }
+		sleep "$POLL_INTERVAL"
+	done
+	read_via_iqn 1 "$IQN-g3" "$BATS_TEST_TMPDIR/gen3.raw"
+	assert_same_content "$IMG" "$BATS_TEST_TMPDIR/gen3.raw"
+	stop_seed
+}
+
+@test "rack: while a big image is digested the seed keeps serving; a second reimage waits its turn" {
+	start_rack_seed
+	start_host 1
+	wait_hosts_ready 1
+	local big="$BATS_TEST_TMPDIR/big.img"
+	truncate -s 1G "$big"
+	reimage --image "$big" --no-wait --timeout 300 >"$BATS_TEST_TMPDIR/cli.out" 2>&1 &
+	local cli=$!
+	local deadline=$((SECONDS + 30))
+	until api /api/v1/reimage | grep -qx "state=digesting"; do
+		((SECONDS < deadline)) || fail "the seed never said it was digesting"
+		sleep "$POLL_INTERVAL"
+	done
+	run in_ns seed "$VIRTMAN" reimage --state-dir "$STATE" --image "$IMG"
+	assert_failure 1
+	assert_output --partial "HTTP 409"
+	assert_output --partial "being prepared"
+	# Meanwhile the API answers, and so does the root export, on generation 1.
+	assert_equal "$(host_field 1 generation)" 1
+	read_via 1 "$BATS_TEST_TMPDIR/during.raw"
+	assert_same_content "$IMG" "$BATS_TEST_TMPDIR/during.raw"
+	wait "$cli" || { cat "$BATS_TEST_TMPDIR/cli.out" >&2; fail "the first reimage failed"; }
+	api /api/v1/reimage | grep -qx "generation=2" || fail "no generation 2"
+	local deadline=$((SECONDS + 60))
+	until [[ $(host_field 1 generation) == 2 && $(host_field 1 stage) == ready ]]; do
+		((SECONDS < deadline)) || fail "host 1 did not take the big image"
+		sleep "$POLL_INTERVAL"
+	done
+	stop_seed
 }

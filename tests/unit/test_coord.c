@@ -285,6 +285,81 @@ static void test_persistence(void **state)
 	unlink(path);
 }
 
+/* The reply to a heartbeat of host id with body, as text. */
+static void beat_reply(struct coord *c, int id, const char *body_in, uint64_t now, char *out,
+		       size_t len)
+{
+	char body[512], err[160];
+	struct kv kv[KV_MAX];
+	struct strbuf reply = { 0 };
+	int n;
+
+	snprintf(body, sizeof body, "%s", body_in);
+	n = kv_parse(body, strlen(body), kv, KV_MAX);
+	assert_true(n >= 0);
+	assert_int_equal(coord_heartbeat(c, id, kv, n, now, (int64_t)now, &reply, err, sizeof err), 0);
+	snprintf(out, len, "%.*s", (int)reply.len, reply.data ? reply.data : "");
+	sb_free(&reply);
+}
+
+static void test_generations(void **state)
+{
+	char path[] = "/tmp/test_coord_XXXXXX", reply[2048];
+	struct coord_config cfg;
+	struct coord_host *h;
+	int fd = mkstemp(path);
+
+	assert_true(fd >= 0);
+	close(fd);
+	unlink(path);
+	config(&cfg, 2, path);
+	cfg.image_id = "aaaa";
+	coord_init(&coord_a, &cfg);
+	assert_int_equal(coord_a.generation, 1);
+	reg_host(&coord_a, 1, 1000);
+	beat(&coord_a, 1, "generation=1\nstage=ready", 2000);
+	beat(&coord_a, 1, "vm=vm1\nvm-stage=vm-up", 2500);
+	coord_new_generation(&coord_a, "iqn.2026-11.org.virtman:img-g2", "bbbb", false);
+	assert_int_equal(coord_a.generation, 2);
+	/* The host learns the new generation and name from its next reply. */
+	beat_reply(&coord_a, 1, "generation=1\nstage=ready", 3000, reply, sizeof reply);
+	assert_non_null(strstr(reply, "generation=2\n"));
+	assert_non_null(strstr(reply, "iqn=iqn.2026-11.org.virtman:img-g2\n"));
+	assert_non_null(strstr(reply, "iscsi://10.0.0.1:3260/iqn.2026-11.org.virtman:img-g2/0"));
+	assert_null(strstr(reply, "reboot="));
+	h = coord_host(&coord_a, 1);
+	assert_int_equal(h->generation, 1);
+	assert_int_equal(h->nvms, 1);
+	/* Its first word on generation 2 starts the host's history again, old VMs gone. */
+	beat(&coord_a, 1, "generation=2\nstage=reimaging", 4000);
+	assert_int_equal(h->generation, 2);
+	assert_int_equal(h->nvms, 0);
+	assert_int_equal(h->nstages, 1);
+	assert_string_equal(h->stages[0].name, "reimaging");
+	assert_int_equal(beat(&coord_a, 1, "generation=0", 4000), -EINVAL);
+	assert_int_equal(beat(&coord_a, 1, "generation=x", 4000), -EINVAL);
+	/* With --reboot the reply says so. */
+	coord_new_generation(&coord_a, "iqn.2026-11.org.virtman:img-g3", "cccc", true);
+	beat_reply(&coord_a, 1, "stage=ready", 5000, reply, sizeof reply);
+	assert_non_null(strstr(reply, "generation=3\nreboot=1\n"));
+	assert_int_equal(coord_save(&coord_a), 0);
+	/* A restart on the same image keeps generation and reboot; another image moves on. */
+	cfg.image_id = "cccc";
+	coord_init(&coord_b, &cfg);
+	assert_int_equal(coord_b.generation, 3);
+	assert_true(coord_b.reboot);
+	cfg.image_id = "dddd";
+	coord_init(&coord_b, &cfg);
+	assert_int_equal(coord_b.generation, 4);
+	assert_false(coord_b.reboot);
+	assert_string_equal(coord_b.image_id, "dddd");
+	/* A host registering on an older generation's history starts a new one. */
+	reg_host(&coord_b, 1, 6000);
+	assert_int_equal(coord_host(&coord_b, 1)->generation, 4);
+	assert_int_equal(coord_host(&coord_b, 1)->nstages, 1);
+	unlink(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -297,6 +372,7 @@ int main(void)
 		cmocka_unit_test(test_stages_and_vms),
 		cmocka_unit_test(test_subnet_grouping),
 		cmocka_unit_test(test_persistence),
+		cmocka_unit_test(test_generations),
 	};
 	return cmocka_run_group_tests_name("coord", tests, NULL, NULL);
 }
