@@ -227,29 +227,17 @@ static void coord_reply(const struct coord *c, const struct coord_host *h, struc
 	kv_add(out, "heartbeat", "%u", c->cfg.heartbeat_s);
 }
 
-/* Accepts "aa:bb:cc:dd:ee:ff" (any case), stored lower-case. */
+/* Accepts "aa:bb:cc:dd:ee:ff" (any case), stored lower-case; not all zeros or all ones. */
 static int coord_parse_mac(const char *s, char out[18])
 {
-	if (strlen(s) != 17)
-		return -EINVAL;
-	for (int i = 0; i < 17; i++) {
-		char ch = s[i];
+	static const uint8_t zeros[6], ones[6] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
+	uint8_t mac[6];
 
-		if (i % 3 == 2) {
-			if (ch != ':')
-				return -EINVAL;
-			out[i] = ':';
-			continue;
-		}
-		if (ch >= 'A' && ch <= 'F')
-			ch = (char)(ch - 'A' + 'a');
-		if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f')))
-			return -EINVAL;
-		out[i] = ch;
-	}
-	out[17] = '\0';
-	return strcmp(out, "00:00:00:00:00:00") == 0 || strcmp(out, "ff:ff:ff:ff:ff:ff") == 0
-		       ? -EINVAL : 0;
+	if (strlen(s) != 17 || mac_parse(s, mac) < 0 || memcmp(mac, zeros, 6) == 0 ||
+	    memcmp(mac, ones, 6) == 0)
+		return -EINVAL;
+	mac_format(mac, out);
+	return 0;
 }
 
 int coord_register(struct coord *c, const struct kv *kv, int n, uint64_t now_mono,

@@ -110,3 +110,37 @@ int net_listen_tcp(const struct sockaddr_storage *ss, socklen_t len)
 	}
 	return fd;
 }
+
+int hex_value(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+int mac_parse(const char *s, uint8_t mac[6])
+{
+	for (int i = 0; i < 6; i++) {
+		int hi = hex_value(s[0]), lo = hi < 0 ? -1 : hex_value(s[1]);
+
+		if (hi < 0 || lo < 0)
+			return -EINVAL;
+		mac[i] = (uint8_t)(hi << 4 | lo);
+		s += 2;
+		if (i < 5 && *s != ':' && *s != '-')
+			return -EINVAL;
+		if (i < 5)
+			s++;
+	}
+	return *s ? -EINVAL : 0;
+}
+
+void mac_format(const uint8_t mac[6], char out[18])
+{
+	snprintf(out, 18, "%02x:%02x:%02x:%02x:%02x:%02x", mac[0], mac[1], mac[2], mac[3],
+		 mac[4], mac[5]);
+}

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "lib/fs.h"
+#include "lib/net.h"
 #include "lib/log.h"
 #include "pxe/boot.h"
 #include "pxe/lease.h"
@@ -68,17 +69,6 @@ int boot_secret_load(const char *dir, const char *file, char token[BOOT_TOKEN_LE
 	return 0;
 }
 
-static int boot_hex(char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
 /* Copies the percent-decoded value of key from a query string; 1 found, 0 absent, -1 when
  * malformed or too long. */
 static int boot_query_get(const char *query, const char *key, char *out, size_t len)
@@ -96,8 +86,8 @@ static int boot_query_get(const char *query, const char *key, char *out, size_t 
 				char ch = *s;
 
 				if (ch == '%') {
-					int hi = end - s > 2 ? boot_hex(s[1]) : -1;
-					int lo = hi < 0 ? -1 : boot_hex(s[2]);
+					int hi = end - s > 2 ? hex_value(s[1]) : -1;
+					int lo = hi < 0 ? -1 : hex_value(s[2]);
 
 					if (lo < 0)
 						return -1;
@@ -122,10 +112,10 @@ int boot_script(const struct boot_config *cfg, const char *query, struct strbuf 
 	uint8_t mac[6];
 	int r = boot_query_get(query, "mac", value, sizeof value);
 
-	if (r < 0 || (r > 0 && lease_parse_mac(value, mac) < 0))
+	if (r < 0 || (r > 0 && mac_parse(value, mac) < 0))
 		return -EINVAL;
 	if (r > 0)
-		lease_format_mac(mac, mac_s);
+		mac_format(mac, mac_s);
 	/* Without ?mac=, iPXE fills in the booting interface's address itself. */
 	sb_printf(out, "#!ipxe\n"
 		  "echo virtman: booting ${netX/mac} from %s\n"

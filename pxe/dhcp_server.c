@@ -123,7 +123,7 @@ static void dhcp_log_outcome(struct dhcp_server *srv, const struct dhcp_msg *m,
 {
 	char mac[18], addr[INET_ADDRSTRLEN];
 
-	lease_format_mac(m->chaddr, mac);
+	mac_format(m->chaddr, mac);
 	if (!out->type) {
 		log_limited(&srv->info_limit, "dhcp: %s from %s (%s): no reply: %s",
 			    dhcp_type_name(m->type), mac, src_s, out->why);

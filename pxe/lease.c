@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/net.h"
 #include "pxe/lease.h"
 
 static const char *const lease_state_names[] = {
@@ -150,40 +151,6 @@ void lease_decline(struct lease_table *t, int i, int64_t now)
 	t->slot[i] = (struct lease){ .state = LEASE_DECLINED, .expires = now + LEASE_DECLINE_HOLD };
 }
 
-void lease_format_mac(const uint8_t mac[6], char out[18])
-{
-	snprintf(out, 18, "%02x:%02x:%02x:%02x:%02x:%02x", mac[0], mac[1], mac[2], mac[3],
-		 mac[4], mac[5]);
-}
-
-static int lease_hex(char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
-int lease_parse_mac(const char *s, uint8_t mac[6])
-{
-	for (int i = 0; i < 6; i++) {
-		int hi = lease_hex(s[0]), lo = hi < 0 ? -1 : lease_hex(s[1]);
-
-		if (hi < 0 || lo < 0)
-			return -EINVAL;
-		mac[i] = (uint8_t)(hi << 4 | lo);
-		s += 2;
-		if (i < 5 && *s != ':' && *s != '-')
-			return -EINVAL;
-		if (i < 5)
-			s++;
-	}
-	return *s ? -EINVAL : 0;
-}
-
 void lease_format(const struct lease_table *t, struct strbuf *out)
 {
 	char mac[18], addr[INET_ADDRSTRLEN];
@@ -196,7 +163,7 @@ void lease_format(const struct lease_table *t, struct strbuf *out)
 		if (l->state == LEASE_RESERVED || (!l->has_mac && l->state != LEASE_DECLINED))
 			continue;
 		if (l->has_mac)
-			lease_format_mac(l->mac, mac);
+			mac_format(l->mac, mac);
 		else
 			snprintf(mac, sizeof mac, "-");
 		inet_ntop(AF_INET, &a, addr, sizeof addr);
@@ -226,7 +193,7 @@ int lease_parse_line(struct lease_table *t, const char *line)
 	    t->slot[i].state == LEASE_RESERVED)
 		return -EINVAL;
 	if (strcmp(mac_s, "-") != 0) {
-		if (lease_parse_mac(mac_s, l.mac) < 0)
+		if (mac_parse(mac_s, l.mac) < 0)
 			return -EINVAL;
 		l.has_mac = 1;
 	}

@@ -77,10 +77,4 @@ void lease_format(const struct lease_table *t, struct strbuf *out);
  * a malformed line or an address outside the pool. */
 int lease_parse_line(struct lease_table *t, const char *line);
 
-/* Parses "aa:bb:cc:dd:ee:ff" (also with '-'); 0 or -EINVAL. */
-int lease_parse_mac(const char *s, uint8_t mac[6]);
-
-/* Formats a MAC address as "aa:bb:cc:dd:ee:ff" into 18 bytes. */
-void lease_format_mac(const uint8_t mac[6], char out[18]);
-
 #endif

@@ -312,7 +312,7 @@ int main(int argc, char **argv)
 	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'm':
-			if (lease_parse_mac(optarg, p.mac) < 0)
+			if (mac_parse(optarg, p.mac) < 0)
 				return 2;
 			break;
 		case 'v': p.vendor = optarg; break;
