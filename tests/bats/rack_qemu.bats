@@ -18,18 +18,8 @@ setup() {
 	KERNEL="$REPO_ROOT/build/boot/vmlinuz"
 	INITRD="$REPO_ROOT/build/boot/initrd.img"
 	[[ -s $KERNEL && -s $INITRD ]] || skip "no boot image: run make (needs linux-image-amd64)"
-	ns_create pxe
-	local n
-	n=$(ns pxe)
-	ip -n "$n" link add br0 type bridge
-	ip -n "$n" link set br0 type bridge forward_delay 0 stp_state 0
-	ip -n "$n" addr add "$SEED_ADDR/24" dev br0
-	ip -n "$n" link set br0 up
-	for i in 1 2 3; do
-		ip -n "$n" tuntap add "tap$i" mode tap
-		ip -n "$n" link set "tap$i" master br0
-		ip -n "$n" link set "tap$i" up
-	done
+	pxe_lan_create tap1 tap2 tap3
+	API_NS=pxe
 	IMG="$BATS_TEST_TMPDIR/rack.img"
 	make_image "$IMG" "$IMG_SIZE"
 	IMG_SHA=$(sha256_of "$IMG")
@@ -54,17 +44,6 @@ power_on() {
 		-boot n -netdev "tap,id=n0,ifname=tap$n,script=no,downscript=no" \
 		-device "virtio-net-pci,netdev=n0,mac=52:54:00:77:00:0$n"
 	printf -v "HOST_${n}_PID" %s "$SPAWN_PID"
-}
-
-api() {
-	in_ns pxe curl -sf "$SEED_URL$1"
-}
-
-host_field() {
-	api /api/v1/hosts | python3 -c 'import json, sys
-hosts = {h["id"]: h for h in json.load(sys.stdin)["hosts"]}
-v = hosts.get(int(sys.argv[1]), {}).get(sys.argv[2], "")
-print(json.dumps(v) if isinstance(v, (list, dict)) else str(v).lower())' "$1" "$2"
 }
 
 # wait_ready N: until N live hosts are ready; shows the consoles when the deadline passes.

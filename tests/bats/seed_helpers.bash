@@ -69,6 +69,37 @@ lan_join() {
 	ip -n "$(ns lan)" link set "$port" master br0
 }
 
+# pxe_lan_create TAP...: namespace "pxe" holding bridge br0 with the seed's address and one
+# tap device per name given, for QEMU hosts (-netdev tap,ifname=TAP).
+pxe_lan_create() {
+	ns_create pxe
+	local n tap
+	n=$(ns pxe)
+	ip -n "$n" link add br0 type bridge
+	ip -n "$n" link set br0 type bridge forward_delay 0 stp_state 0
+	ip -n "$n" addr add "$SEED_ADDR/24" dev br0
+	ip -n "$n" link set br0 up
+	for tap in "$@"; do
+		ip -n "$n" tuntap add "$tap" mode tap
+		ip -n "$n" link set "$tap" master br0
+		ip -n "$n" link set "$tap" up
+	done
+}
+
+# api PATH: GET from the seed's HTTP API ($SEED_URL), inside namespace $API_NS (default seed).
+api() {
+	in_ns "${API_NS:-seed}" curl -sf "$SEED_URL$1"
+}
+
+# host_field ID FIELD: a field of host ID in GET /api/v1/hosts (lists and objects as JSON,
+# the rest as lower-case text; empty for an unknown host).
+host_field() {
+	api /api/v1/hosts | python3 -c 'import json, sys
+hosts = {h["id"]: h for h in json.load(sys.stdin)["hosts"]}
+v = hosts.get(int(sys.argv[1]), {}).get(sys.argv[2], "")
+print(json.dumps(v) if isinstance(v, (list, dict)) else str(v).lower())' "$1" "$2"
+}
+
 # pair_create: namespaces "seed" and "client" joined by one veth pair, static addresses.
 pair_create() {
 	ns_create seed

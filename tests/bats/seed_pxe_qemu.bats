@@ -50,16 +50,7 @@ setup() {
 	[[ -n $KERNEL && -r $KERNEL ]] || skip "no kernel in /boot (Debian package linux-image-amd64)"
 	INITRD="$BATS_FILE_TMPDIR/initrd.img"
 	[[ -s $INITRD ]] || fail "the test initramfs was not built"
-	ns_create pxe
-	local n
-	n=$(ns pxe)
-	ip -n "$n" link add br0 type bridge
-	ip -n "$n" link set br0 type bridge forward_delay 0 stp_state 0
-	ip -n "$n" addr add "$SEED_ADDR/24" dev br0
-	ip -n "$n" link set br0 up
-	ip -n "$n" tuntap add tap0 mode tap
-	ip -n "$n" link set tap0 master br0
-	ip -n "$n" link set tap0 up
+	pxe_lan_create tap0
 }
 
 start_pxe_seed() {

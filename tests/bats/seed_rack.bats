@@ -47,19 +47,6 @@ start_host() {
 	echo "$BATS_TEST_TMPDIR/h$n.log" >>"$BATS_TEST_TMPDIR/.seedlogs"
 }
 
-# api PATH: GET from the seed, from inside the seed's namespace.
-api() {
-	in_ns seed curl -sf "$SEED_URL$1"
-}
-
-# host_field ID FIELD: a field of host ID in GET /api/v1/hosts.
-host_field() {
-	api /api/v1/hosts | python3 -c 'import json, sys
-hosts = {h["id"]: h for h in json.load(sys.stdin)["hosts"]}
-v = hosts.get(int(sys.argv[1]), {}).get(sys.argv[2], "")
-print(json.dumps(v) if isinstance(v, (list, dict)) else str(v).lower())' "$1" "$2"
-}
-
 # wait_hosts_ready N: until N live hosts report stage ready.
 wait_hosts_ready() {
 	local deadline=$((SECONDS + 60)) ready
