@@ -3,11 +3,13 @@
  * goes to the boot routes (pxe/boot.c). */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "appliance/api.h"
 #include "appliance/coord.h"
@@ -28,6 +30,7 @@ static struct ev_tick api_tick;
 static int (*api_reimage_start)(const char *token, const char *image, bool reboot, char *err,
 				size_t errlen);
 static void (*api_reimage_status)(struct strbuf *out);
+static const char *api_vm_data_dir;
 static struct log_limit api_log_limit;
 
 static int64_t api_wall_ms(void)
@@ -175,6 +178,44 @@ static void api_reimage_hosts(struct strbuf *out)
 	}
 }
 
+/* GET /api/v1/vm-data/VM/FILE: a VM's NoCloud seed (its SMBIOS serial points cloud-init
+ * here). VM is a name the agents give (hostN-vmM): letters, digits, '-' only. */
+static void api_vm_data(const struct http_request *req, struct http_reply *reply)
+{
+	static const char *const files[] = { "meta-data", "user-data", "vendor-data",
+					     "network-config" };
+	const char *rest = req->path + strlen("/api/v1/vm-data/"), *slash = strchr(rest, '/');
+	char vm[32], path[PATH_MAX];
+	size_t vlen = slash ? (size_t)(slash - rest) : 0;
+	const char *file = NULL;
+
+	if (vlen == 0 || vlen >= sizeof vm || strspn(rest, "abcdefghijklmnopqrstuvwxyz"
+			"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") != vlen)
+		return api_text(reply, 404, "expected /api/v1/vm-data/VM/FILE");
+	for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
+		if (strcmp(slash + 1, files[i]) == 0)
+			file = files[i];
+	if (!file)
+		return api_text(reply, 404, "FILE: meta-data, user-data, vendor-data or network-config");
+	memcpy(vm, rest, vlen);
+	vm[vlen] = '\0';
+	snprintf(path, sizeof path, "%s/%s/%s", api_vm_data_dir, vm, file);
+	if (access(path, F_OK) != 0)
+		snprintf(path, sizeof path, "%s/%s", api_vm_data_dir, file);
+	if (access(path, F_OK) == 0) {
+		http_reply_file(reply, path, "text/plain; charset=utf-8");
+		return;
+	}
+	reply->content_type = "text/plain; charset=utf-8";
+	if (strcmp(file, "meta-data") == 0)
+		sb_printf(&reply->body, "instance-id: %s-g%u\nlocal-hostname: %s\n", vm,
+			  api_coord->generation, vm);
+	else if (strcmp(file, "user-data") == 0)
+		sb_printf(&reply->body, "#cloud-config\n");
+	else
+		api_text(reply, 404, "no %s for %s", file, vm);
+}
+
 /* A table for `virtman status`: one host a line. */
 static void api_status_table(struct strbuf *out)
 {
@@ -284,6 +325,9 @@ void api_http_handler(const struct http_request *req, struct http_reply *reply)
 		api_reimage_status(&reply->body);
 		return api_reimage_hosts(&reply->body);
 	}
+	if (strncmp(req->path, "/api/v1/vm-data/", 16) == 0 && get && api_coord &&
+	    api_vm_data_dir)
+		return api_vm_data(req, reply);
 	if (strcmp(req->path, "/api/v1/manifest") == 0 && get && api_manifest_path) {
 		http_reply_file(reply, api_manifest_path, "text/plain; charset=utf-8");
 		return;
@@ -310,6 +354,11 @@ void api_set_reimage(int (*start)(const char *token, const char *image, bool reb
 {
 	api_reimage_start = start;
 	api_reimage_status = status;
+}
+
+void api_set_vm_data(const char *dir)
+{
+	api_vm_data_dir = dir;
 }
 
 void api_init(struct coord *c, const char *manifest_path, const char *userland_manifest_path)

@@ -20,6 +20,10 @@ void api_set_reimage(int (*start)(const char *token, const char *image, bool reb
 				  char *err, size_t errlen),
 		     void (*status)(struct strbuf *out));
 
+/* Serves per-VM cloud-init NoCloud data from dir (GET /api/v1/vm-data/VM/FILE): dir/VM/FILE,
+ * else dir/FILE; meta-data is made up (instance-id, local-hostname) when neither exists. */
+void api_set_vm_data(const char *dir);
+
 /* The seed's one HTTP handler. */
 void api_http_handler(const struct http_request *req, struct http_reply *reply);
 

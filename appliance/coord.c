@@ -221,6 +221,8 @@ static void coord_reply(const struct coord *c, const struct coord_host *h, struc
 	if (c->cfg.vm_marker)
 		kv_add(out, "vm-marker", "%s", c->cfg.vm_marker);
 	kv_add(out, "vm-timeout", "%u", c->cfg.vm_timeout_s);
+	if (c->cfg.vm_data_url)
+		kv_add(out, "vm-data-url", "%s", c->cfg.vm_data_url);
 	kv_add(out, "vms", "%u", c->cfg.vms_per_host);
 	kv_add(out, "vcpus", "%u", c->cfg.vcpus);
 	kv_add(out, "memory", "%u", c->cfg.memory_mib);

@@ -34,6 +34,7 @@ struct coord_config {
 	uint16_t userland_port;		/* where hosts' userland relays and the seed's export listen */
 	const char *userland_manifest_url;
 	const char *vm_marker;		/* console line that means a VM is up */
+	const char *vm_data_url;	/* where VMs' cloud-init NoCloud data is, or NULL */
 	uint32_t vm_timeout_s;		/* a VM not up by then is failed */
 	const char *image_id;		/* what the image is (its manifest's SHA-256): a different
 					 * one at start is a new generation */

@@ -48,7 +48,7 @@ static const char seed_usage[] =
 	"                    [--image FILE [--iqn IQN] [--iscsi ADDR:PORT] [--chunk-size BYTES]\n"
 	"                     [--vms-per-host N] [--vcpus N] [--memory MIB] [--fanout K]\n"
 	"                     [--heartbeat SECONDS] [--userland FILE] [--vm-marker TEXT]\n"
-	"                     [--vm-timeout SECONDS]]\n"
+	"                     [--vm-timeout SECONDS] [--vm-data DIR]]\n"
 	"\n"
 	"Network-boots the hosts on the network of interface IF: PXE ROMs get iPXE over TFTP\n"
 	"(BIOS: undionly.kpxe, x86-64 UEFI: snponly.efi), UEFI HTTP boot gets ipxe.efi over\n"
@@ -94,11 +94,16 @@ static const char seed_usage[] =
 	"  --vm-marker TEXT     a VM is up when its console prints a line starting with TEXT\n"
 	"                       (default virtman-vm-up)\n"
 	"  --vm-timeout SECONDS a VM not up by then is reported failed (default 300)\n"
+	"  --vm-data DIR        cloud-init seed data for the VMs (NoCloud): each VM's SMBIOS\n"
+	"                       serial points cloud-init at /api/v1/vm-data/VM/, which serves\n"
+	"                       DIR/VM/FILE, else DIR/FILE (user-data, meta-data, vendor-data,\n"
+	"                       network-config); meta-data defaults to the VM's name\n"
 	"  -h, --help           this text\n"
 	"\n"
 	"HTTP routes: / (dashboard), /api/v1/hosts (GET: JSON; POST: register), /api/v1/tree,\n"
 	"/api/v1/status, /api/v1/hosts/ID/heartbeat, /api/v1/hosts/ID/log, /api/v1/manifest,\n"
 	"/api/v1/reimage (GET: progress; POST: `virtman reimage`, with the admin token),\n"
+	"/api/v1/vm-data/VM/FILE (with --vm-data),\n"
 	"/boot.ipxe?mac=MAC (the iPXE script), /boot/vmlinuz, /boot/initrd.img,\n"
 	"/ipxe/NAME, /metrics. Hosts get virtman.seed=URL and virtman.token=TOKEN on their\n"
 	"kernel command line; the token is made once and kept in the state directory, as is\n"
@@ -111,7 +116,7 @@ struct seed_options {
 	const char *iface, *dhcp, *pool, *router, *dns, *lease_time;
 	const char *kernel, *initrd, *append, *http, *tftp_root, *state_dir;
 	const char *image, *iqn, *iscsi, *chunk_size, *vms, *vcpus, *memory, *fanout, *heartbeat;
-	const char *userland, *vm_marker, *vm_timeout;
+	const char *userland, *vm_marker, *vm_timeout, *vm_data;
 };
 
 /* The configuration the servers keep pointers into for the life of the process. */
@@ -735,6 +740,17 @@ static void seed_image(const struct seed_options *o, struct in_addr addr)
 	cc.vcpus = seed_number("--vcpus", o->vcpus, 1, 64, 1);
 	cc.memory_mib = seed_number("--memory", o->memory, 16, 1048576, 256);
 	cc.vm_marker = o->vm_marker ? o->vm_marker : "virtman-vm-up";
+	if (o->vm_data) {
+		static char vm_data_dir[PATH_MAX], vm_data_url[BOOT_BASE_MAX + 32];
+		struct stat st;
+
+		if (!realpath(o->vm_data, vm_data_dir) || stat(vm_data_dir, &st) < 0 ||
+		    !S_ISDIR(st.st_mode))
+			die(EXIT_START, "--vm-data %s: not a directory", o->vm_data);
+		snprintf(vm_data_url, sizeof vm_data_url, "%s/api/v1/vm-data/", seed_boot.http_base);
+		cc.vm_data_url = vm_data_url;
+		api_set_vm_data(vm_data_dir);
+	}
 	cc.vm_timeout_s = seed_number("--vm-timeout", o->vm_timeout, 10, 86400, 300);
 	if (strpbrk(cc.vm_marker, "\n\r") || strlen(cc.vm_marker) > 128 || !*cc.vm_marker)
 		die(EXIT_USAGE, "--vm-marker: one line of 1 to 128 characters");
@@ -786,6 +802,7 @@ int cmd_seed(int argc, char **argv)
 		{ "userland", required_argument, NULL, 'W' },
 		{ "vm-marker", required_argument, NULL, 'K' },
 		{ "vm-timeout", required_argument, NULL, 'T' },
+		{ "vm-data", required_argument, NULL, 'D' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -823,6 +840,7 @@ int cmd_seed(int argc, char **argv)
 		case 'W': o.userland = optarg; break;
 		case 'K': o.vm_marker = optarg; break;
 		case 'T': o.vm_timeout = optarg; break;
+		case 'D': o.vm_data = optarg; break;
 		case 'h': fputs(seed_usage, stdout); return 0;
 		default: fputs(seed_usage, stderr); return EXIT_USAGE;
 		}
@@ -840,9 +858,9 @@ int cmd_seed(int argc, char **argv)
 	if (o.image)
 		seed_image(&o, seed_dhcp.dhcp.server);
 	else if (o.iqn || o.iscsi || o.chunk_size || o.vms || o.vcpus || o.memory || o.fanout ||
-		 o.heartbeat || o.userland || o.vm_marker || o.vm_timeout)
+		 o.heartbeat || o.userland || o.vm_marker || o.vm_timeout || o.vm_data)
 		die(EXIT_USAGE, "--iqn, --iscsi, --chunk-size, --vms-per-host, --vcpus, --memory, "
-			       "--fanout, --heartbeat, --userland, --vm-marker and --vm-timeout need --image");
+			       "--fanout, --heartbeat, --userland, --vm-marker, --vm-timeout and --vm-data need --image");
 	else
 		api_init(NULL, NULL, NULL);
 	if ((err = http_serve(&http_ss, http_len, api_http_handler)) < 0)

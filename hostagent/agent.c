@@ -101,6 +101,7 @@ struct agent {
 	unsigned vcpus;
 	unsigned memory_mib;
 	char vm_marker[160];
+	char vm_data_url[300];		/* the VMs' cloud-init seed, or "" */
 	unsigned vm_timeout_s;
 	bool hv_up;
 	/* children */
@@ -487,6 +488,9 @@ static int agent_apply_reply(const struct httpc_response *resp)
 		agent.memory_mib = (unsigned)v;
 	if (kv_get_u64(kv, n, "vm-timeout", 1, 86400, &v) == 0)
 		agent.vm_timeout_s = (unsigned)v;
+	if (kv_get(kv, n, "vm-data-url") && strncmp(kv_get(kv, n, "vm-data-url"), "http://", 7) == 0)
+		snprintf(agent.vm_data_url, sizeof agent.vm_data_url, "%s",
+			 kv_get(kv, n, "vm-data-url"));
 	if (kv_get(kv, n, "vm-marker"))
 		snprintf(agent.vm_marker, sizeof agent.vm_marker, "%s", kv_get(kv, n, "vm-marker"));
 	if (image_keys && kv_get(kv, n, "iqn"))
@@ -1158,6 +1162,7 @@ static void agent_start_vms(void)
 	agent_vms.timeout_s = agent.vm_timeout_s ? agent.vm_timeout_s : 300;
 	snprintf(agent_vms.marker, sizeof agent_vms.marker, "%s",
 		 agent.vm_marker[0] ? agent.vm_marker : "virtman-vm-up");
+	snprintf(agent_vms.data_url, sizeof agent_vms.data_url, "%s", agent.vm_data_url);
 	agent_vms.run = agent_run;
 	agent_vms.report = agent_report_vm;
 	agent_vms_started = true;

@@ -49,9 +49,18 @@ static int vms_virsh(const struct vm_set *set, const char *verb, const char *arg
 /* The domain: identical for every VM but its name, UUID, overlay and console. */
 static int vms_write_xml(const struct vm_set *set, const struct vm *vm, const char *path)
 {
-	FILE *f = fopen(path, "we");
 	bool kvm = access("/dev/kvm", R_OK | W_OK) == 0;
+	char serial[400];
+	FILE *f;
 
+	/* The SMBIOS serial names the VM; with seed data it points cloud-init's NoCloud source
+	 * at the seed instead (cloud-init reads "ds=nocloud;s=URL" there), the name being in
+	 * its meta-data. Only URL-safe characters reach the XML. */
+	snprintf(serial, sizeof serial, "%s", vm->name);
+	if (set->data_url[0] && strspn(set->data_url, "abcdefghijklmnopqrstuvwxyz"
+			"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:/._-") == strlen(set->data_url))
+		snprintf(serial, sizeof serial, "ds=nocloud;s=%s%s/", set->data_url, vm->name);
+	f = fopen(path, "we");
 	if (!f)
 		return -errno;
 	fprintf(f,
@@ -78,7 +87,7 @@ static int vms_write_xml(const struct vm_set *set, const struct vm *vm, const ch
 		"    <memballoon model='none'/>\n"
 		"  </devices>\n"
 		"</domain>\n",
-		kvm ? "kvm" : "qemu", vm->name, vm->uuid, set->memory_mib, set->vcpus, vm->name,
+		kvm ? "kvm" : "qemu", vm->name, vm->uuid, set->memory_mib, set->vcpus, serial,
 		vm->overlay,
 		set->bridge[0] ? set->bridge_xml : "    <interface type='user'><model type='virtio'/></interface>\n",
 		vm->console, vm->console);

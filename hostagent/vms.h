@@ -22,6 +22,7 @@ struct vm_set {
 	unsigned memory_mib;
 	unsigned timeout_s;
 	char marker[160];
+	char data_url[300];	/* cloud-init NoCloud seed base URL (VM name appended), or "" */
 	char bridge[16];	/* host bridge for the VMs' NICs; "" for user networking */
 	char bridge_xml[128];	/* its <interface> element */
 	/* Runs a command with a timeout; its exit status (the agent's runner). */

@@ -415,3 +415,38 @@ reboot=yes" "$SEED_URL/api/v1/reimage"
 	done
 	stop_seed
 }
+
+@test "rack: --vm-data serves each VM's cloud-init NoCloud seed, the hosts learn where" {
+	local data="$BATS_TEST_TMPDIR/vm-data"
+	mkdir -p "$data/host1-vm2"
+	printf '#cloud-config\nruncmd: [echo hello]\n' >"$data/user-data"
+	printf 'instance-id: special\nlocal-hostname: special\n' >"$data/host1-vm2/meta-data"
+	start_rack_seed --vm-data "$data"
+	# Registration and heartbeat replies tell the agents where the data is.
+	run in_ns seed curl -sf --data-binary "token=$(cat "$STATE/boot-token")
+mac=52:54:00:aa:00:09
+addr=10.213.1.19
+cores=2
+memory=1024" "$SEED_URL/api/v1/hosts"
+	assert_success
+	assert_output --partial "vm-data-url=$SEED_URL/api/v1/vm-data/"
+	run api /api/v1/vm-data/host1-vm2/meta-data
+	assert_output "$(printf 'instance-id: special\nlocal-hostname: special')"
+	run api /api/v1/vm-data/host1-vm1/meta-data
+	assert_output "$(printf 'instance-id: host1-vm1-g1\nlocal-hostname: host1-vm1')"
+	run api /api/v1/vm-data/host1-vm1/user-data
+	assert_output --partial "runcmd: [echo hello]"
+	# Names and files outside the pattern are refused: no way out of the directory.
+	local path code
+	for path in "../user-data" "host1-vm1/../../etc/passwd" "host1-vm1/passwd" ".." \
+		"host1-vm1" "a%2f..%2fuser-data/meta-data" "$(printf 'x%.0s' {1..40})/meta-data"; do
+		code=$(in_ns seed curl -s -o /dev/null -w '%{http_code}' --path-as-is \
+			"$SEED_URL/api/v1/vm-data/$path")
+		[[ $code == 404 || $code == 400 ]] || fail "/api/v1/vm-data/$path answered $code"
+	done
+	stop_seed
+	run in_ns seed "$VIRTMAN" seed --iface seed0 --dhcp off --image "$IMG" --state-dir "$STATE" \
+		--vm-data "$BATS_TEST_TMPDIR/nowhere"
+	assert_failure 1
+	assert_output --partial "--vm-data"
+}
