@@ -38,7 +38,7 @@ DEB_PKGS := build-essential musl-tools clang libclang-rt-14-dev libcmocka-dev pk
             libiscsi-bin tgt qemu-utils qemu-block-extra qemu-system-x86 ipxe ovmf busybox-static \
             open-iscsi libvirt-daemon-system libvirt-clients linux-image-amd64 \
             dnsmasq-base nginx-light kmod cpio zstd squashfs-tools debootstrap \
-            syslinux syslinux-common mtools dosfstools fdisk e2fsprogs
+            syslinux syslinux-common mtools dosfstools fdisk e2fsprogs chromium
 
 .PHONY: all host tools test unit fuzz fuzz-build deps demo demo-down bench clean boot userland
 .PHONY: images images-tiny images-debian

@@ -39,7 +39,7 @@ const char dashboard_html[] =
 " d.appendChild(el('span','meta',h.addr+' '+h.mac+' '));\n"
 " d.appendChild(el('span','stage s-'+h.stage,h.stage));\n"
 " d.appendChild(el('span','meta',' gen '+h.generation+', depth '+h.depth));\n"
-" if(h.reason){d.appendChild(el('div','reason',h.reason));}\n"
+" if(h.reason){d.appendChild(el('div',h.stage==='failed'||h.stage==='lost'?'reason':'meta',h.reason));}\n"
 " d.appendChild(el('div','meta',timings(h)));\n"
 " if(h.vms&&h.vms.length){const v=el('div');h.vms.forEach(vm=>{"
 "const s=el('span','vm s-'+vm.stage,vm.name+': '+vm.stage+(vm.boot_ms>=0?' ('+secs(vm.boot_ms)+')':''));"

@@ -174,3 +174,34 @@ seed_teardown() {
 teardown() {
 	seed_teardown
 }
+
+# start_host N [ARGS...]: namespace hN at 10.213.1.(10+N) on the lan bridge (lan_create and
+# a seed started with --image first; $SEED_URL and $STATE set), running `virtman agent`
+# with --attach none (the host kernel needs no iscsi_tcp) and ARGS. Sets HN_PID.
+start_host() {
+	local n=$1
+	shift
+	if ! ip netns list | grep -q "^$(ns "h$n")"; then
+		ns_create "h$n"
+		lan_join "h$n" eth0 "10.213.1.$((10 + n))" "52:54:00:aa:00:0$n"
+	fi
+	mkdir -p "$BATS_TEST_TMPDIR/h$n/cache"
+	ip netns exec "$(ns "h$n")" "$VIRTMAN" agent --seed "$SEED_URL" \
+		--token "$(cat "$STATE/boot-token")" --iface eth0 --attach none \
+		--cache "$BATS_TEST_TMPDIR/h$n/cache" --run-dir "$BATS_TEST_TMPDIR/h$n" "$@" \
+		>"$BATS_TEST_TMPDIR/h$n.out" 2>>"$BATS_TEST_TMPDIR/h$n.log" 3>&- &
+	track_pid $!
+	printf -v "H${n}_PID" %s $!
+	echo "$BATS_TEST_TMPDIR/h$n.log" >>"$BATS_TEST_TMPDIR/.seedlogs"
+}
+
+# wait_hosts_ready N: until N live hosts report stage ready (60 s at most).
+wait_hosts_ready() {
+	local deadline=$((SECONDS + 60)) ready
+	until ready=$(api /api/v1/hosts | python3 -c 'import json, sys
+print(sum(1 for h in json.load(sys.stdin)["hosts"] if h["live"] and h["stage"] == "ready"))') &&
+		((ready >= $1)); do
+		((SECONDS < deadline)) || { api /api/v1/status >&2; fail "only ${ready:-0} of $1 hosts ready"; }
+		sleep "$POLL_INTERVAL"
+	done
+}
