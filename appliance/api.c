@@ -27,8 +27,8 @@ static struct coord *api_coord;
 static const char *api_manifest_path;
 static const char *api_userland_manifest_path;
 static struct ev_tick api_tick;
-static int (*api_reimage_start)(const char *token, const char *image, bool reboot, char *err,
-				size_t errlen);
+static int (*api_reimage_start)(const char *token, const char *image, bool reboot,
+				const char *vm_marker, char *err, size_t errlen);
 static void (*api_reimage_status)(struct strbuf *out);
 static const char *api_vm_data_dir;
 static struct log_limit api_log_limit;
@@ -121,7 +121,7 @@ static void api_heartbeat(const struct http_request *req, struct http_reply *rep
 	reply->content_type = "text/plain; charset=utf-8";
 }
 
-/* POST /api/v1/reimage: token=, image=, reboot=0|1. */
+/* POST /api/v1/reimage: token=, image=, reboot=0|1, vm-marker= (optional). */
 static void api_reimage(const struct http_request *req, struct http_reply *reply)
 {
 	struct kv kv[KV_MAX];
@@ -137,8 +137,8 @@ static void api_reimage(const struct http_request *req, struct http_reply *reply
 		free(text);
 		return api_text(reply, 400, "reboot: 0 or 1 expected");
 	}
-	rc = api_reimage_start(kv_get(kv, n, "token"), kv_get(kv, n, "image"), reboot != 0, err,
-			       sizeof err);
+	rc = api_reimage_start(kv_get(kv, n, "token"), kv_get(kv, n, "image"), reboot != 0,
+			       kv_get(kv, n, "vm-marker"), err, sizeof err);
 	free(text);
 	if (rc < 0) {
 		log_limited(&api_log_limit, "api %s: reimage refused: %s", req->peer, err);
@@ -349,7 +349,7 @@ static void api_on_tick(void *ctx, uint64_t now)
 }
 
 void api_set_reimage(int (*start)(const char *token, const char *image, bool reboot,
-				  char *err, size_t errlen),
+				  const char *vm_marker, char *err, size_t errlen),
 		     void (*status)(struct strbuf *out))
 {
 	api_reimage_start = start;

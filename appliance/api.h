@@ -14,10 +14,11 @@
 void api_init(struct coord *c, const char *manifest_path, const char *userland_manifest_path);
 
 /* Reimaging, done by the seed: start returns the new generation, or a negative errno with
- * a one-line reason (-EACCES: bad admin token, -EBUSY: one is being prepared); status
- * writes the progress as key=value lines. */
+ * a one-line reason (-EACCES: bad admin token, -EBUSY: one is being prepared); vm_marker,
+ * when not NULL, is the new generation's VM marker; status writes the progress as
+ * key=value lines. */
 void api_set_reimage(int (*start)(const char *token, const char *image, bool reboot,
-				  char *err, size_t errlen),
+				  const char *vm_marker, char *err, size_t errlen),
 		     void (*status)(struct strbuf *out));
 
 /* Serves per-VM cloud-init NoCloud data from dir (GET /api/v1/vm-data/VM/FILE): dir/VM/FILE,

@@ -218,9 +218,9 @@ static void coord_reply(const struct coord *c, const struct coord_host *h, struc
 		for (int i = 0; i < n; i++)
 			kv_add(out, "userland-upstream", "%s", urls[i]);
 	}
-	if (c->cfg.vm_marker)
-		kv_add(out, "vm-marker", "%s", c->cfg.vm_marker);
+	kv_add(out, "vm-marker", "%s", c->vm_marker[0] ? c->vm_marker : COORD_MARKER_DEFAULT);
 	kv_add(out, "vm-timeout", "%u", c->cfg.vm_timeout_s);
+	kv_add(out, "vm-network", "%s", c->cfg.vm_network ? c->cfg.vm_network : "user");
 	if (c->cfg.vm_data_url)
 		kv_add(out, "vm-data-url", "%s", c->cfg.vm_data_url);
 	kv_add(out, "vms", "%u", c->cfg.vms_per_host);
@@ -435,15 +435,31 @@ int coord_heartbeat(struct coord *c, int id, const struct kv *kv, int n, uint64_
 	return 0;
 }
 
-void coord_new_generation(struct coord *c, const char *iqn, const char *image_id, bool reboot)
+bool coord_marker_valid(const char *marker)
+{
+	size_t len = marker ? strlen(marker) : 0;
+
+	if (len == 0 || len > COORD_MARKER_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)marker[i] < 0x20 || (unsigned char)marker[i] > 0x7e)
+			return false;
+	return true;
+}
+
+void coord_new_generation(struct coord *c, const char *iqn, const char *image_id, bool reboot,
+			  const char *vm_marker)
 {
 	c->generation++;
 	c->cfg.iqn = iqn;
 	snprintf(c->image_id, sizeof c->image_id, "%s", image_id ? image_id : "");
 	c->reboot = reboot;
+	if (vm_marker)
+		snprintf(c->vm_marker, sizeof c->vm_marker, "%s", vm_marker);
 	c->dirty = true;
-	log_msg("coordinator: generation %u: %s%s", c->generation, iqn,
-		reboot ? " (hosts reboot to take it)" : "");
+	log_msg("coordinator: generation %u: %s%s, VMs up on '%s'", c->generation, iqn,
+		reboot ? " (hosts reboot to take it)" : "",
+		c->vm_marker[0] ? c->vm_marker : COORD_MARKER_DEFAULT);
 }
 
 void coord_expire(struct coord *c, uint64_t now_mono, int64_t now_ms)
@@ -618,6 +634,8 @@ int coord_save(struct coord *c)
 	sb_printf(&sb, "%s\ngeneration %u\n", COORD_STATE_MAGIC, c->generation);
 	if (c->image_id[0])
 		sb_printf(&sb, "image %s %d\n", c->image_id, c->reboot);
+	if (c->vm_marker[0])
+		sb_printf(&sb, "marker %s\n", c->vm_marker);
 	for (int i = 0; i < c->nhosts; i++) {
 		const struct coord_host *h = &c->hosts[i];
 
@@ -725,6 +743,11 @@ static int coord_load(struct coord *c, uint64_t now_mono)
 			if (sscanf(line, "image %64s %d", c->image_id, &reboot) != 2)
 				rc = -EINVAL;
 			c->reboot = reboot != 0;
+		} else if (strncmp(line, "marker ", 7) == 0) {
+			if (!coord_marker_valid(line + 7))
+				rc = -EINVAL;
+			else
+				snprintf(c->vm_marker, sizeof c->vm_marker, "%s", line + 7);
 		} else if (strncmp(line, "host ", 5) == 0) {
 			rc = coord_load_host(c, line);
 		} else if (sscanf(line, "stage %d %23s %lld", &id, stage, &at) == 3) {
@@ -769,6 +792,7 @@ static void coord_check_image(struct coord *c)
 	if (c->image_id[0]) {
 		c->generation++;
 		c->reboot = false;
+		c->vm_marker[0] = '\0';	/* the old generation's */
 		log_msg("coordinator: the image is not the one of generation %u: now generation %u",
 			c->generation - 1, c->generation);
 	}
@@ -786,22 +810,26 @@ int coord_init(struct coord *c, const struct coord_config *cfg)
 	memset(c, 0, sizeof *c);
 	c->cfg = *cfg;
 	c->generation = 1;
-	if (!cfg->state_path) {
-		coord_check_image(c);
-		return 0;
+	if (cfg->state_path) {
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		rc = coord_load(c, (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000);
+		if (rc < 0) {
+			log_msg("coordinator: %s is damaged (%s): starting with an empty rack",
+				cfg->state_path, strerror(-rc));
+			c->nhosts = 0;
+			c->generation = 1;
+			c->image_id[0] = '\0';
+			c->reboot = false;
+			c->vm_marker[0] = '\0';
+		}
+		if (c->nhosts)
+			log_msg("coordinator: %d hosts restored from %s", c->nhosts, cfg->state_path);
 	}
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	rc = coord_load(c, (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000);
-	if (rc < 0) {
-		log_msg("coordinator: %s is damaged (%s): starting with an empty rack",
-			cfg->state_path, strerror(-rc));
-		c->nhosts = 0;
-		c->generation = 1;
-		c->image_id[0] = '\0';
-		c->reboot = false;
-	}
-	if (c->nhosts)
-		log_msg("coordinator: %d hosts restored from %s", c->nhosts, cfg->state_path);
 	coord_check_image(c);
+	/* A marker given to this seed wins over the one a reimage left. */
+	if (cfg->vm_marker && strcmp(cfg->vm_marker, c->vm_marker) != 0) {
+		snprintf(c->vm_marker, sizeof c->vm_marker, "%s", cfg->vm_marker);
+		c->dirty = true;
+	}
 	return 0;
 }

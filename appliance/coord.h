@@ -17,6 +17,8 @@
 #define COORD_LOST_BEATS 3	/* heartbeats missed before a host is lost */
 #define COORD_LOG_LINES 200	/* agent log lines kept per host */
 #define COORD_LOG_LEN 200
+#define COORD_MARKER_MAX 128	/* a VM marker's length */
+#define COORD_MARKER_DEFAULT "virtman-vm-up"
 
 struct coord_config {
 	uint32_t fanout;		/* children per node, the seed included */
@@ -33,8 +35,10 @@ struct coord_config {
 	const char *userland_iqn;	/* the hypervisor userland image, or NULL */
 	uint16_t userland_port;		/* where hosts' userland relays and the seed's export listen */
 	const char *userland_manifest_url;
-	const char *vm_marker;		/* console line that means a VM is up */
+	const char *vm_marker;		/* console line that means a VM is up (NULL: the one the
+					 * rack's generation has, else virtman-vm-up) */
 	const char *vm_data_url;	/* where VMs' cloud-init NoCloud data is, or NULL */
+	const char *vm_network;		/* "bridge" (on the host's bridge) or "user"; NULL: user */
 	uint32_t vm_timeout_s;		/* a VM not up by then is failed */
 	const char *image_id;		/* what the image is (its manifest's SHA-256): a different
 					 * one at start is a new generation */
@@ -50,7 +54,7 @@ struct coord_stage {
 struct coord_vm {
 	char name[32];
 	char stage[24];
-	char reason[160];
+	char reason[400];		/* a failure's cause and the console's last lines */
 	int64_t stage_at_ms;
 	int64_t boot_ms;		/* vm-booting to vm-up, or -1 */
 	int64_t booting_at_ms;
@@ -87,6 +91,7 @@ struct coord {
 	uint32_t generation;		/* image generation (reimaging bumps it) */
 	char image_id[65];		/* the generation's image, persisted */
 	bool reboot;			/* hosts reboot to take this generation (reimage --reboot) */
+	char vm_marker[COORD_MARKER_MAX + 1];	/* this generation's, persisted; "": the default */
 	bool dirty;			/* state to persist */
 };
 
@@ -104,8 +109,13 @@ int coord_heartbeat(struct coord *c, int id, const struct kv *kv, int n, uint64_
 		    int64_t now_ms, struct strbuf *reply, char *err, size_t errlen);
 
 /* Starts the next generation: hosts see it in their next reply and switch to iqn (the
- * manifest URL stays the same), rebooting first when reboot is set. */
-void coord_new_generation(struct coord *c, const char *iqn, const char *image_id, bool reboot);
+ * manifest URL stays the same), rebooting first when reboot is set; its VMs are up on
+ * vm_marker (NULL: the same marker as before). */
+void coord_new_generation(struct coord *c, const char *iqn, const char *image_id, bool reboot,
+			  const char *vm_marker);
+
+/* A VM marker is one line of 1 to COORD_MARKER_MAX printable characters. */
+bool coord_marker_valid(const char *marker);
 
 /* Marks hosts silent for COORD_LOST_BEATS intervals lost and re-parents their children. */
 void coord_expire(struct coord *c, uint64_t now_mono, int64_t now_ms);

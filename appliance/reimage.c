@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "appliance/coord.h"
 #include "appliance/reimage.h"
 #include "lib/httpc.h"
 #include "lib/kv.h"
@@ -20,8 +21,8 @@
 #define REIMAGE_POLL_US 500000
 
 static const char reimage_usage[] =
-	"usage: virtman reimage --image FILE [--reboot] [--seed URL] [--state-dir DIR]\n"
-	"                       [--timeout SECONDS] [--no-wait]\n"
+	"usage: virtman reimage --image FILE [--reboot] [--vm-marker TEXT] [--seed URL]\n"
+	"                       [--state-dir DIR] [--timeout SECONDS] [--no-wait]\n"
 	"\n"
 	"Switches the rack to another image: the seed digests FILE (a raw image, a path on the\n"
 	"seed's machine) and exports it as the next generation under a new target name; every\n"
@@ -32,6 +33,8 @@ static const char reimage_usage[] =
 	"\n"
 	"  --image FILE       the new image\n"
 	"  --reboot           the hosts reboot to take it\n"
+	"  --vm-marker TEXT   the new image's VMs are up when their console prints a line\n"
+	"                     starting with TEXT (default: the marker the rack has now)\n"
 	"  --seed URL         the seed's HTTP address (default $VIRTMAN_SEED, else the one the\n"
 	"                     seed wrote to DIR/seed-url, else http://127.0.0.1:8080)\n"
 	"  --state-dir DIR    the seed's state directory, for seed-url and admin-token\n"
@@ -291,6 +294,7 @@ int cmd_reimage(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "image", required_argument, NULL, 'i' },
 		{ "reboot", no_argument, NULL, 'r' },
+		{ "vm-marker", required_argument, NULL, 'm' },
 		{ "seed", required_argument, NULL, 's' },
 		{ "state-dir", required_argument, NULL, 'd' },
 		{ "timeout", required_argument, NULL, 't' },
@@ -299,6 +303,7 @@ int cmd_reimage(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *image = NULL, *state_dir = REIMAGE_STATE_DIR, *seed = NULL, *timeout = NULL;
+	const char *marker = NULL;
 	char seed_buf[300], token[128], path[PATH_MAX], state[32], reason[512];
 	static struct reimage_host hosts[REIMAGE_HOSTS_MAX];
 	struct httpc_response resp;
@@ -315,6 +320,7 @@ int cmd_reimage(int argc, char **argv)
 		switch (opt) {
 		case 'i': image = optarg; break;
 		case 'r': reboot = true; break;
+		case 'm': marker = optarg; break;
 		case 's': seed = optarg; break;
 		case 'd': state_dir = optarg; break;
 		case 't': timeout = optarg; break;
@@ -327,6 +333,9 @@ int cmd_reimage(int argc, char **argv)
 		die(EXIT_USAGE, "unexpected argument %s", argv[optind]);
 	if (!image)
 		die(EXIT_USAGE, "--image FILE is required (see --help)");
+	if (marker && !coord_marker_valid(marker))
+		die(EXIT_USAGE, "--vm-marker: 1 to %d printable characters expected",
+		    COORD_MARKER_MAX);
 	if (timeout && parse_u64(timeout, 1, 86400, &limit) < 0)
 		die(EXIT_USAGE, "--timeout %s: expected 1..86400 seconds", timeout);
 	/* A file here is sent by its full path; otherwise the path is the seed machine's. */
@@ -350,6 +359,8 @@ int cmd_reimage(int argc, char **argv)
 	kv_add(&body, "token", "%s", token);
 	kv_add(&body, "image", "%s", image);
 	kv_add(&body, "reboot", "%d", reboot);
+	if (marker)
+		kv_add(&body, "vm-marker", "%s", marker);
 	if (body.failed)
 		die(EXIT_START, "out of memory");
 	snprintf(url, sizeof url, "%s/api/v1/reimage", seed);

@@ -48,7 +48,7 @@ static const char seed_usage[] =
 	"                    [--image FILE [--iqn IQN] [--iscsi ADDR:PORT] [--chunk-size BYTES]\n"
 	"                     [--vms-per-host N] [--vcpus N] [--memory MIB] [--fanout K]\n"
 	"                     [--heartbeat SECONDS] [--userland FILE] [--vm-marker TEXT]\n"
-	"                     [--vm-timeout SECONDS] [--vm-data DIR]]\n"
+	"                     [--vm-timeout SECONDS] [--vm-data DIR] [--vm-network bridge|user]]\n"
 	"\n"
 	"Network-boots the hosts on the network of interface IF: PXE ROMs get iPXE over TFTP\n"
 	"(BIOS: undionly.kpxe, x86-64 UEFI: snponly.efi), UEFI HTTP boot gets ipxe.efi over\n"
@@ -92,8 +92,13 @@ static const char seed_usage[] =
 	"                       squashfs), sent down the same tree as a second image on port\n"
 	"                       3261; hosts need it to run VMs\n"
 	"  --vm-marker TEXT     a VM is up when its console prints a line starting with TEXT\n"
-	"                       (default virtman-vm-up)\n"
+	"                       (default virtman-vm-up, or the one `virtman reimage\n"
+	"                       --vm-marker` gave the rack's generation)\n"
 	"  --vm-timeout SECONDS a VM not up by then is reported failed (default 300)\n"
+	"  --vm-network MODE    bridge (default): each VM's NIC is on a bridge over its host's\n"
+	"                       boot NIC, a machine of the rack's LAN (DHCP from this seed in\n"
+	"                       full mode, else the lab's); user: QEMU's user networking (NAT\n"
+	"                       through the host, nothing of the VMs on the LAN)\n"
 	"  --vm-data DIR        cloud-init seed data for the VMs (NoCloud): each VM's SMBIOS\n"
 	"                       serial points cloud-init at /api/v1/vm-data/VM/, which serves\n"
 	"                       DIR/VM/FILE, else DIR/FILE (user-data, meta-data, vendor-data,\n"
@@ -116,7 +121,7 @@ struct seed_options {
 	const char *iface, *dhcp, *pool, *router, *dns, *lease_time;
 	const char *kernel, *initrd, *append, *http, *tftp_root, *state_dir;
 	const char *image, *iqn, *iscsi, *chunk_size, *vms, *vcpus, *memory, *fanout, *heartbeat;
-	const char *userland, *vm_marker, *vm_timeout, *vm_data;
+	const char *userland, *vm_marker, *vm_timeout, *vm_data, *vm_network;
 };
 
 /* The configuration the servers keep pointers into for the life of the process. */
@@ -151,6 +156,7 @@ static struct {
 	char image[PATH_MAX];
 	char manifest[PATH_MAX];
 	bool reboot;
+	char vm_marker[COORD_MARKER_MAX + 1];	/* the new generation's; "": the same as before */
 	const char *state;		/* idle, digesting, done, failed */
 	char reason[400];
 	uint32_t generation;		/* the generation being made, or the last one made */
@@ -541,7 +547,8 @@ static void seed_reimage_switch(void)
 	if (strstr(seed_manifest_path, "/image-g"))
 		unlink(seed_manifest_path);
 	snprintf(seed_manifest_path, sizeof seed_manifest_path, "%s", seed_re.manifest);
-	coord_new_generation(&seed_coord, seed_iqns[next], id, seed_re.reboot);
+	coord_new_generation(&seed_coord, seed_iqns[next], id, seed_re.reboot,
+			     seed_re.vm_marker[0] ? seed_re.vm_marker : NULL);
 	coord_save(&seed_coord);
 	seed_re.state = "done";
 	seed_re.generation = seed_coord.generation;
@@ -583,8 +590,8 @@ static void seed_reimage_child(void *ctx, uint32_t events)
 }
 
 /* POST /api/v1/reimage: checks the request and starts digesting the new image. */
-static int seed_reimage_start(const char *token, const char *image, bool reboot, char *err,
-			      size_t errlen)
+static int seed_reimage_start(const char *token, const char *image, bool reboot,
+			      const char *vm_marker, char *err, size_t errlen)
 {
 	struct stat st;
 	int fds[2], fd;
@@ -612,11 +619,17 @@ static int seed_reimage_start(const char *token, const char *image, bool reboot,
 		return -EINVAL;
 	}
 	close(fd);
+	if (vm_marker && !coord_marker_valid(vm_marker)) {
+		snprintf(err, errlen, "vm-marker: 1 to %d printable characters expected",
+			 COORD_MARKER_MAX);
+		return -EINVAL;
+	}
 	if (pipe2(fds, O_CLOEXEC) < 0) {
 		snprintf(err, errlen, "pipe: %s", strerror(errno));
 		return -EIO;
 	}
 	snprintf(seed_re.image, sizeof seed_re.image, "%s", image);
+	snprintf(seed_re.vm_marker, sizeof seed_re.vm_marker, "%s", vm_marker ? vm_marker : "");
 	snprintf(seed_re.manifest, sizeof seed_re.manifest, "%s/image-g%u.manifest",
 		 seed_state_dir, seed_coord.generation + 1);
 	seed_re.pid = fork();
@@ -739,7 +752,10 @@ static void seed_image(const struct seed_options *o, struct in_addr addr)
 	cc.vms_per_host = seed_number("--vms-per-host", o->vms, 0, COORD_VMS_MAX, 2);
 	cc.vcpus = seed_number("--vcpus", o->vcpus, 1, 64, 1);
 	cc.memory_mib = seed_number("--memory", o->memory, 16, 1048576, 256);
-	cc.vm_marker = o->vm_marker ? o->vm_marker : "virtman-vm-up";
+	cc.vm_marker = o->vm_marker;	/* NULL: the generation's, else the default */
+	cc.vm_network = o->vm_network ? o->vm_network : "bridge";
+	if (strcmp(cc.vm_network, "bridge") != 0 && strcmp(cc.vm_network, "user") != 0)
+		die(EXIT_USAGE, "--vm-network %s: bridge or user", cc.vm_network);
 	if (o->vm_data) {
 		static char vm_data_dir[PATH_MAX], vm_data_url[BOOT_BASE_MAX + 32];
 		struct stat st;
@@ -752,8 +768,8 @@ static void seed_image(const struct seed_options *o, struct in_addr addr)
 		api_set_vm_data(vm_data_dir);
 	}
 	cc.vm_timeout_s = seed_number("--vm-timeout", o->vm_timeout, 10, 86400, 300);
-	if (strpbrk(cc.vm_marker, "\n\r") || strlen(cc.vm_marker) > 128 || !*cc.vm_marker)
-		die(EXIT_USAGE, "--vm-marker: one line of 1 to 128 characters");
+	if (cc.vm_marker && !coord_marker_valid(cc.vm_marker))
+		die(EXIT_USAGE, "--vm-marker: 1 to 128 printable characters expected");
 	cc.prefix_len = (uint32_t)__builtin_popcount(seed_dhcp.dhcp.netmask.s_addr);
 	cc.seed_addr = addr;
 	cc.iscsi_port = 3260;
@@ -803,6 +819,7 @@ int cmd_seed(int argc, char **argv)
 		{ "vm-marker", required_argument, NULL, 'K' },
 		{ "vm-timeout", required_argument, NULL, 'T' },
 		{ "vm-data", required_argument, NULL, 'D' },
+		{ "vm-network", required_argument, NULL, 'N' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -841,6 +858,7 @@ int cmd_seed(int argc, char **argv)
 		case 'K': o.vm_marker = optarg; break;
 		case 'T': o.vm_timeout = optarg; break;
 		case 'D': o.vm_data = optarg; break;
+		case 'N': o.vm_network = optarg; break;
 		case 'h': fputs(seed_usage, stdout); return 0;
 		default: fputs(seed_usage, stderr); return EXIT_USAGE;
 		}
@@ -858,9 +876,11 @@ int cmd_seed(int argc, char **argv)
 	if (o.image)
 		seed_image(&o, seed_dhcp.dhcp.server);
 	else if (o.iqn || o.iscsi || o.chunk_size || o.vms || o.vcpus || o.memory || o.fanout ||
-		 o.heartbeat || o.userland || o.vm_marker || o.vm_timeout || o.vm_data)
+		 o.heartbeat || o.userland || o.vm_marker || o.vm_timeout || o.vm_data ||
+		 o.vm_network)
 		die(EXIT_USAGE, "--iqn, --iscsi, --chunk-size, --vms-per-host, --vcpus, --memory, "
-			       "--fanout, --heartbeat, --userland, --vm-marker, --vm-timeout and --vm-data need --image");
+			       "--fanout, --heartbeat, --userland, --vm-marker, --vm-timeout, --vm-data "
+			       "and --vm-network need --image");
 	else
 		api_init(NULL, NULL, NULL);
 	if ((err = http_serve(&http_ss, http_len, api_http_handler)) < 0)

@@ -44,6 +44,11 @@
 #define AGENT_UPSTREAMS_MAX 8
 #define AGENT_STEP_TIMEOUT_MS 60000
 
+/* The bridge ioctls of the kernel's <linux/sockios.h> (a stable ABI): musl's headers do not
+ * carry the kernel's. */
+#define AGENT_SIOCBRADDBR 0x89a0
+#define AGENT_SIOCBRADDIF 0x89a2
+
 enum agent_step {
 	STEP_NET,
 	STEP_REGISTER,
@@ -79,11 +84,14 @@ struct agent {
 	char token[128];
 	char cache[256];		/* "tmpfs", a block device, or a directory */
 	char iface[IF_NAMESIZE];
+	char bridge[IF_NAMESIZE];	/* made over iface for the VMs' NICs; "" for none */
 	char attach[16];		/* "open-iscsi" or "none" */
 	char run_dir[200];		/* upstreams files, manifests */
 	bool debug;
 	bool verify;			/* read the attached disk whole and report its SHA-256 */
 	/* learnt */
+	char net_iface[IF_NAMESIZE];	/* the one with the host's address: bridge or iface */
+	bool vm_bridge;			/* the seed wants the VMs on the bridge */
 	char mac[18];
 	char addr[INET_ADDRSTRLEN];
 	int host_id;
@@ -120,7 +128,8 @@ static bool agent_vms_started;
 static volatile sig_atomic_t agent_stopping;
 
 static const char agent_usage[] =
-	"usage: virtman agent [--seed URL] [--token T] [--iface IF] [--cache tmpfs|DEV|DIR]\n"
+	"usage: virtman agent [--seed URL] [--token T] [--iface IF] [--bridge NAME|none]\n"
+	"                     [--cache tmpfs|DEV|DIR]\n"
 	"                     [--attach open-iscsi|none] [--run-dir DIR] [--verify] [--debug]\n"
 	"                     [--allow-reboot]\n"
 	"\n"
@@ -129,11 +138,14 @@ static const char agent_usage[] =
 	"host's relay (virtman export) with the upstreams the seed assigns, attaches the image\n"
 	"from that relay with open-iscsi, reports every stage, and heartbeats. Defaults come\n"
 	"from the kernel command line: virtman.seed=, virtman.token=, virtman.cache=,\n"
-	"virtman.debug, virtman.verify, BOOTIF= (iPXE).\n"
+	"virtman.bridge=, virtman.debug, virtman.verify, BOOTIF= (iPXE).\n"
 	"\n"
 	"  --seed URL        the seed's HTTP address, e.g. http://10.0.0.1:8080\n"
 	"  --token T         the boot token the seed handed out\n"
 	"  --iface IF        the boot NIC (default: BOOTIF's, else the first with a link)\n"
+	"  --bridge NAME     put the boot NIC under bridge NAME (its MAC, the host's address)\n"
+	"                    and the VMs' NICs on it, when the NIC has no address yet\n"
+	"                    (default none; the boot image's init gives vmbr0)\n"
 	"  --cache SPEC      tmpfs (default), a block device (formatted once, label\n"
 	"                    virtman-cache, kept across reboots) or a directory\n"
 	"  --attach MODE     open-iscsi (default): attach the image locally; none: relay only\n"
@@ -212,6 +224,9 @@ static void agent_cmdline(void)
 			agent.debug = true;
 		else if (strcmp(tok, "virtman.verify") == 0)
 			agent.verify = true;
+		else if (strncmp(tok, "virtman.bridge=", 15) == 0 && strlen(tok + 15) < IF_NAMESIZE)
+			snprintf(agent.bridge, sizeof agent.bridge, "%s",
+				 strcmp(tok + 15, "none") ? tok + 15 : "");
 		else if (strncmp(tok, "virtman.mac=", 12) == 0 && strlen(tok + 12) == 17)
 			snprintf(agent.mac, sizeof agent.mac, "%s", tok + 12);	/* the seed's script */
 		else if (strncmp(tok, "BOOTIF=01-", 10) == 0 && strlen(tok + 10) == 17) {
@@ -491,6 +506,8 @@ static int agent_apply_reply(const struct httpc_response *resp)
 	if (kv_get(kv, n, "vm-data-url") && strncmp(kv_get(kv, n, "vm-data-url"), "http://", 7) == 0)
 		snprintf(agent.vm_data_url, sizeof agent.vm_data_url, "%s",
 			 kv_get(kv, n, "vm-data-url"));
+	if (kv_get(kv, n, "vm-network"))
+		agent.vm_bridge = strcmp(kv_get(kv, n, "vm-network"), "bridge") == 0;
 	if (kv_get(kv, n, "vm-marker"))
 		snprintf(agent.vm_marker, sizeof agent.vm_marker, "%s", kv_get(kv, n, "vm-marker"));
 	if (image_keys && kv_get(kv, n, "iqn"))
@@ -562,9 +579,87 @@ mac:
 	return 0;
 }
 
+/* Sets IFF_UP on an interface through the socket fd. */
+static int agent_link_up(int fd, const char *name)
+{
+	struct ifreq ifr = { 0 };
+
+	snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", name);
+	if (ioctl(fd, SIOCGIFFLAGS, &ifr) < 0)
+		return -errno;
+	ifr.ifr_flags |= IFF_UP;
+	return ioctl(fd, SIOCSIFFLAGS, &ifr) < 0 ? -errno : 0;
+}
+
+static int agent_write_sys(const char *path, const char *value)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	n = write(fd, value, strlen(value));
+	close(fd);
+	return n == (ssize_t)strlen(value) ? 0 : -EIO;
+}
+
+/* Puts the boot NIC under a bridge that carries the host's address and the VMs' NICs: the
+ * bridge takes the NIC's MAC, so DHCP and the seed know the host as before. Nothing to do
+ * when the NIC is already its port (a restarted agent). */
+static int agent_bridge_make(void)
+{
+	char path[300], master[300];
+	struct ifreq ifr = { 0 };
+	uint8_t mac[6];
+	ssize_t n;
+	int fd, rc = 0;
+
+	snprintf(path, sizeof path, "/sys/class/net/%s/master", agent.iface);
+	n = readlink(path, master, sizeof master - 1);
+	if (n > 0) {
+		master[n] = '\0';
+		if (strcmp(strrchr(master, '/') ? strrchr(master, '/') + 1 : master, agent.bridge) == 0)
+			return 0;
+		return -EBUSY;			/* a port of something else */
+	}
+	if (mac_parse(agent.mac, mac) < 0)
+		return -EINVAL;
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (ioctl(fd, AGENT_SIOCBRADDBR, agent.bridge) < 0 && errno != EEXIST) {
+		rc = -errno;
+		goto out;
+	}
+	snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", agent.bridge);
+	ifr.ifr_hwaddr.sa_family = 1;	/* ARPHRD_ETHER */
+	memcpy(ifr.ifr_hwaddr.sa_data, mac, sizeof mac);
+	if (ioctl(fd, SIOCSIFHWADDR, &ifr) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	/* One port, so no loop: forward at once instead of after STP's 30 s of listening. */
+	snprintf(path, sizeof path, "/sys/class/net/%s/bridge/stp_state", agent.bridge);
+	agent_write_sys(path, "0");
+	snprintf(path, sizeof path, "/sys/class/net/%s/bridge/forward_delay", agent.bridge);
+	agent_write_sys(path, "0");
+	memset(&ifr, 0, sizeof ifr);
+	snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", agent.bridge);
+	ifr.ifr_ifindex = (int)if_nametoindex(agent.iface);
+	if (ifr.ifr_ifindex == 0 || ioctl(fd, AGENT_SIOCBRADDIF, &ifr) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	if ((rc = agent_link_up(fd, agent.iface)) == 0)
+		rc = agent_link_up(fd, agent.bridge);
+out:
+	close(fd);
+	return rc;
+}
+
 static int agent_step_net(void)
 {
-	char *argv[] = { "udhcpc", "-i", agent.iface, "-f", "-q", "-n", "-t", "5", "-T", "2",
+	char *argv[] = { "udhcpc", "-i", agent.net_iface, "-f", "-q", "-n", "-t", "5", "-T", "2",
 			 "-s", "/etc/udhcpc.script", NULL };
 	int rc = agent_pick_iface();
 
@@ -572,14 +667,27 @@ static int agent_step_net(void)
 		agent_stage("failed", "no network interface found");
 		return rc;
 	}
-	if (!agent_iface_addr(agent.iface, agent.addr, sizeof agent.addr)) {
+	snprintf(agent.net_iface, sizeof agent.net_iface, "%s", agent.iface);
+	/* A NIC that has its address already (configured by someone else) stays as it is. */
+	if (agent.bridge[0] && !agent_iface_addr(agent.iface, agent.addr, sizeof agent.addr)) {
+		rc = agent_bridge_make();
+		if (rc == 0)
+			snprintf(agent.net_iface, sizeof agent.net_iface, "%s", agent.bridge);
+		else
+			agent_log("bridge %s over %s: %s: VMs get user networking", agent.bridge,
+				  agent.iface, strerror(-rc));
+	}
+	if (!agent_iface_addr(agent.net_iface, agent.addr, sizeof agent.addr)) {
 		rc = agent_run(AGENT_STEP_TIMEOUT_MS, argv);
-		if (rc != 0 || !agent_iface_addr(agent.iface, agent.addr, sizeof agent.addr)) {
-			agent_stage("failed", "DHCP on %s got no address (udhcpc status %d)", agent.iface, rc);
+		if (rc != 0 || !agent_iface_addr(agent.net_iface, agent.addr, sizeof agent.addr)) {
+			agent_stage("failed", "DHCP on %s got no address (udhcpc status %d)",
+				    agent.net_iface, rc);
 			return -EAGAIN;
 		}
 	}
-	agent_log("network: %s %s (mac %s)", agent.iface, agent.addr, agent.mac);
+	agent_log("network: %s %s (mac %s)%s%s", agent.net_iface, agent.addr, agent.mac,
+		  strcmp(agent.net_iface, agent.iface) ? ", bridge over " : "",
+		  strcmp(agent.net_iface, agent.iface) ? agent.iface : "");
 	if (!agent.seed[0]) {
 		agent_stage("failed", "no seed: virtman.seed= missing on the kernel command line");
 		return -EINVAL;
@@ -1163,6 +1271,13 @@ static void agent_start_vms(void)
 	snprintf(agent_vms.marker, sizeof agent_vms.marker, "%s",
 		 agent.vm_marker[0] ? agent.vm_marker : "virtman-vm-up");
 	snprintf(agent_vms.data_url, sizeof agent_vms.data_url, "%s", agent.vm_data_url);
+	/* On the bridge when the seed asks for it and the boot NIC is under one. */
+	agent_vms.bridge[0] = '\0';
+	if (agent.vm_bridge && strcmp(agent.net_iface, agent.iface) != 0)
+		snprintf(agent_vms.bridge, sizeof agent_vms.bridge, "%s", agent.net_iface);
+	else if (agent.vm_bridge)
+		agent_log("VMs get user networking: the boot NIC %s is under no bridge (--bridge)",
+			  agent.iface);
 	agent_vms.run = agent_run;
 	agent_vms.report = agent_report_vm;
 	agent_vms_started = true;
@@ -1175,6 +1290,7 @@ int cmd_agent(int argc, char **argv)
 		{ "seed", required_argument, NULL, 's' },
 		{ "token", required_argument, NULL, 't' },
 		{ "iface", required_argument, NULL, 'i' },
+		{ "bridge", required_argument, NULL, 'b' },
 		{ "cache", required_argument, NULL, 'c' },
 		{ "attach", required_argument, NULL, 'a' },
 		{ "verify", no_argument, NULL, 'v' },
@@ -1198,6 +1314,13 @@ int cmd_agent(int argc, char **argv)
 		case 's': snprintf(agent.seed, sizeof agent.seed, "%s", optarg); break;
 		case 't': snprintf(agent.token, sizeof agent.token, "%s", optarg); break;
 		case 'i': snprintf(agent.iface, sizeof agent.iface, "%s", optarg); break;
+		case 'b':
+			if (strlen(optarg) >= sizeof agent.bridge)
+				die(EXIT_USAGE, "--bridge %s: at most %zu characters", optarg,
+				    sizeof agent.bridge - 1);
+			snprintf(agent.bridge, sizeof agent.bridge, "%s",
+				 strcmp(optarg, "none") ? optarg : "");
+			break;
 		case 'c': snprintf(agent.cache, sizeof agent.cache, "%s", optarg); break;
 		case 'a':
 			if (strcmp(optarg, "open-iscsi") != 0 && strcmp(optarg, "none") != 0)

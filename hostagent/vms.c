@@ -4,8 +4,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <stdbool.h>
+#include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -50,12 +51,19 @@ static int vms_virsh(const struct vm_set *set, const char *verb, const char *arg
 static int vms_write_xml(const struct vm_set *set, const struct vm *vm, const char *path)
 {
 	bool kvm = access("/dev/kvm", R_OK | W_OK) == 0;
-	char serial[400];
+	char serial[400], nic[200];
 	FILE *f;
 
 	/* The SMBIOS serial names the VM; with seed data it points cloud-init's NoCloud source
 	 * at the seed instead (cloud-init reads "ds=nocloud;s=URL" there), the name being in
 	 * its meta-data. Only URL-safe characters reach the XML. */
+	/* On the host's bridge the VM is a machine of the rack's LAN, with a MAC that stays the
+	 * same across reimages (so do its DHCP leases); without one, QEMU's user networking. */
+	if (set->bridge[0])
+		snprintf(nic, sizeof nic, "    <interface type='bridge'><source bridge='%s'/>"
+			 "<mac address='%s'/><model type='virtio'/></interface>\n", set->bridge, vm->mac);
+	else
+		snprintf(nic, sizeof nic, "    <interface type='user'><model type='virtio'/></interface>\n");
 	snprintf(serial, sizeof serial, "%s", vm->name);
 	if (set->data_url[0] && strspn(set->data_url, "abcdefghijklmnopqrstuvwxyz"
 			"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:/._-") == strlen(set->data_url))
@@ -71,7 +79,7 @@ static int vms_write_xml(const struct vm_set *set, const struct vm *vm, const ch
 		"  <vcpu>%u</vcpu>\n"
 		"  <sysinfo type='smbios'><system><entry name='serial'>%s</entry></system></sysinfo>\n"
 		"  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/>"
-		"<smbios mode='sysinfo'/></os>\n"
+		"<bios useserial='yes'/><smbios mode='sysinfo'/></os>\n"
 		"  <features><acpi/></features>\n"
 		"  <on_poweroff>destroy</on_poweroff><on_reboot>restart</on_reboot>\n"
 		"  <devices>\n"
@@ -88,9 +96,7 @@ static int vms_write_xml(const struct vm_set *set, const struct vm *vm, const ch
 		"  </devices>\n"
 		"</domain>\n",
 		kvm ? "kvm" : "qemu", vm->name, vm->uuid, set->memory_mib, set->vcpus, serial,
-		vm->overlay,
-		set->bridge[0] ? set->bridge_xml : "    <interface type='user'><model type='virtio'/></interface>\n",
-		vm->console, vm->console);
+		vm->overlay, nic, vm->console, vm->console);
 	return fclose(f) == 0 ? 0 : -EIO;
 }
 
@@ -119,6 +125,9 @@ int vms_start(struct vm_set *set, const char *base_disk, int host_id)
 		/* Stable across reboots of the host: derived from host id and index. */
 		snprintf(vm->uuid, sizeof vm->uuid, "5a3e0000-0000-4000-8000-%04x%08x",
 			 (unsigned)host_id & 0xffff, i + 1);
+		/* Locally administered, QEMU's 52:54 prefix, then 'v', the host id and the index. */
+		snprintf(vm->mac, sizeof vm->mac, "52:54:76:%02x:%02x:%02x",
+			 ((unsigned)host_id >> 8) & 0xff, (unsigned)host_id & 0xff, (i + 1) & 0xff);
 		snprintf(vm->overlay, sizeof vm->overlay, VMS_DIR "/host%d-vm%u.qcow2", host_id, i + 1);
 		snprintf(vm->console, sizeof vm->console, VMS_DIR "/host%d-vm%u.console", host_id, i + 1);
 		snprintf(xml, sizeof xml, VMS_DIR "/host%d-vm%u.xml", host_id, i + 1);
@@ -145,12 +154,30 @@ int vms_start(struct vm_set *set, const char *base_disk, int host_id)
 	return 0;
 }
 
-/* The last bytes of a console, printable, for a failure report. */
+/* The length of the terminal escape sequence at p, 0 when there is none: CSI (ESC [,
+ * parameters, one final byte) or a two-byte escape (ESC c: reset). */
+static size_t vms_escape_len(const char *p)
+{
+	size_t n = 2;
+
+	if (p[0] != 0x1b || !p[1] || p[1] == '\n')
+		return 0;
+	if (p[1] != '[')
+		return 2;
+	while (p[n] && (p[n] < 0x40 || p[n] > 0x7e))
+		n++;
+	return p[n] ? n + 1 : n;
+}
+
+/* The console's last len - 1 characters as one line of text for a failure report: escape
+ * sequences dropped, other control bytes and runs of blanks made one space (iPXE's banner
+ * alone pads a line with 60 of them). */
 static void vms_console_tail(const struct vm *vm, char *out, size_t len)
 {
 	int fd = open(vm->console, O_RDONLY | O_CLOEXEC);
-	char buf[VMS_TAIL + 1];
+	char buf[VMS_TAIL + 1], text[VMS_TAIL + 1];
 	struct stat st;
+	size_t t = 0;
 	ssize_t n = 0;
 
 	out[0] = '\0';
@@ -163,42 +190,148 @@ static void vms_console_tail(const struct vm *vm, char *out, size_t len)
 	if (n <= 0)
 		return;
 	for (ssize_t i = 0; i < n; i++)
-		if ((unsigned char)buf[i] < 0x20 || (unsigned char)buf[i] > 0x7e)
+		if (buf[i] == '\0')
 			buf[i] = ' ';
 	buf[n] = '\0';
-	snprintf(out, len, "%s", buf);
+	for (char *p = buf; *p;) {
+		size_t esc = vms_escape_len(p);
+		char c = *p;
+
+		if (esc) {
+			p += esc;
+			continue;
+		}
+		p++;
+		if ((unsigned char)c < 0x20 || (unsigned char)c > 0x7e)
+			c = ' ';
+		if (c == ' ' && (t == 0 || text[t - 1] == ' '))
+			continue;
+		text[t++] = c;
+	}
+	while (t > 0 && text[t - 1] == ' ')
+		t--;
+	text[t] = '\0';
+	if (t >= len)
+		memmove(text, text + t - (len - 1), len);	/* its end, NUL included */
+	memcpy(out, text, t >= len ? len : t + 1);
 }
 
-/* True when the console holds a line starting with the marker. */
-static bool vms_console_has_marker(const struct vm *vm, const char *marker)
+/* Console lines after which a boot cannot succeed, and what they mean: the VM is failed at
+ * once instead of at the timeout. SeaBIOS prints its line with <bios useserial='yes'/>. */
+static const struct {
+	const char *text;
+	const char *why;
+} vms_fatal[] = {
+	{ "No bootable device", "the BIOS found no bootable disk" },
+	{ "Kernel panic - not syncing", "the kernel panicked" },
+	{ "grub rescue>", "GRUB cannot find its files" },
+	{ "You are in emergency mode", "systemd stopped in emergency mode" },
+};
+
+/* Skips carriage returns and terminal escape sequences at the start of a line: SeaBIOS's
+ * serial console (useserial) answers the kernel's video mode switch with "ESC c ESC [?7l
+ * ESC [2J" just before whatever the guest prints next, with no line break between. */
+static char *vms_skip_controls(char *p)
+{
+	for (;;) {
+		size_t esc = vms_escape_len(p);
+
+		if (*p == '\r')
+			p++;
+		else if (esc)
+			p += esc;
+		else
+			return p;
+	}
+}
+
+enum vms_console {
+	VMS_CONSOLE_BOOTING,
+	VMS_CONSOLE_UP,			/* a line starts with the marker */
+	VMS_CONSOLE_FATAL,		/* a line holds one of vms_fatal */
+};
+
+/* Reads the console's last 64 KiB (boot consoles are small; the marker is near the end once
+ * it is there) and says what it shows; *fatal is the vms_fatal entry of a FATAL line. */
+static enum vms_console vms_console_scan(const struct vm *vm, const char *marker, int *fatal)
 {
 	int fd = open(vm->console, O_RDONLY | O_CLOEXEC);
 	static char buf[1 << 16];
 	size_t mlen = strlen(marker);
-	bool found = false;
 	ssize_t n;
 	struct stat st;
 
 	if (fd < 0)
-		return false;
-	/* Boot consoles are small; the marker is near the end once it is there. */
+		return VMS_CONSOLE_BOOTING;
 	if (fstat(fd, &st) == 0 && st.st_size > (off_t)sizeof buf - 1)
 		lseek(fd, st.st_size - (off_t)sizeof buf + 1, SEEK_SET);
 	n = read(fd, buf, sizeof buf - 1);
 	close(fd);
 	if (n <= 0)
-		return false;
+		return VMS_CONSOLE_BOOTING;
 	buf[n] = '\0';
-	for (char *p = buf; p && !found; p = strchr(p, '\n')) {
+	/* NUL bytes (a console's garbage) would end the string early: make them spaces. */
+	for (ssize_t i = 0; i < n; i++)
+		if (buf[i] == '\0')
+			buf[i] = ' ';
+	for (char *p = buf; p; p = strchr(p, '\n')) {
+		char *eol;
+
 		if (*p == '\n')
 			p++;
-		while (*p == '\r')
-			p++;
+		p = vms_skip_controls(p);
 		/* The marker as a word: "virtman-vm-up" is not "virtman-vm-up-v2". */
-		found = strncmp(p, marker, mlen) == 0 &&
-			(p[mlen] == ' ' || p[mlen] == '\r' || p[mlen] == '\n' || p[mlen] == '\0');
+		if (strncmp(p, marker, mlen) == 0 &&
+		    (p[mlen] == ' ' || p[mlen] == '\r' || p[mlen] == '\n' || p[mlen] == '\0'))
+			return VMS_CONSOLE_UP;
+		eol = strchr(p, '\n');
+		if (eol)
+			*eol = '\0';
+		for (size_t k = 0; k < sizeof vms_fatal / sizeof vms_fatal[0]; k++)
+			if (strstr(p, vms_fatal[k].text))
+				*fatal = (int)k;
+		if (eol)
+			*eol = '\n';
 	}
-	return found;
+	/* A fatal line counts only when no marker came after it (a VM that rebooted and then
+	 * came up is up): the scan above returns at the first marker line. */
+	return *fatal >= 0 ? VMS_CONSOLE_FATAL : VMS_CONSOLE_BOOTING;
+}
+
+/* True while the VM's QEMU runs, by libvirt's pid file (in /run, which hv-start binds into
+ * the chroot); also true before the file first appears. */
+static bool vms_qemu_running(const struct vm_set *set, struct vm *vm)
+{
+	char path[256], text[32];
+	ssize_t n;
+	long pid;
+	int fd;
+
+	snprintf(path, sizeof path, "%s/%s.pid", set->pid_dir ? set->pid_dir : "/run/libvirt/qemu",
+		 vm->name);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return !vm->seen_running;	/* gone after it was there: libvirt removed it */
+	n = read(fd, text, sizeof text - 1);
+	close(fd);
+	if (n <= 0)
+		return true;
+	text[n] = '\0';
+	pid = strtol(text, NULL, 10);
+	if (pid <= 1)
+		return true;
+	vm->seen_running = true;
+	return kill((pid_t)pid, 0) == 0 || errno == EPERM;
+}
+
+/* Reports the VM failed: why, then the console's last bytes (the seed keeps 400). */
+static void vms_fail(struct vm_set *set, struct vm *vm, const char *why)
+{
+	char tail[251], reason[VMS_TAIL + 200];
+
+	vms_console_tail(vm, tail, sizeof tail);
+	snprintf(reason, sizeof reason, "%.140s; console ends: %s", why, tail[0] ? tail : "(empty)");
+	vms_set_stage(set, vm, "failed", reason);
 }
 
 void vms_poll(struct vm_set *set)
@@ -207,19 +340,23 @@ void vms_poll(struct vm_set *set)
 
 	for (unsigned i = 0; i < set->count; i++) {
 		struct vm *vm = &set->vm[i];
-		char tail[VMS_TAIL + 1], reason[VMS_TAIL + 64];
+		enum vms_console seen;
+		char why[200];
+		int fatal = -1;
 
 		if (strcmp(vm->stage, "vm-booting") != 0)
 			continue;
-		if (vms_console_has_marker(vm, set->marker)) {
+		seen = vms_console_scan(vm, set->marker, &fatal);
+		if (seen == VMS_CONSOLE_UP)
 			vms_set_stage(set, vm, "vm-up", NULL);
-			continue;
-		}
-		if (now - vm->started_ms > (uint64_t)set->timeout_s * 1000) {
-			vms_console_tail(vm, tail, sizeof tail);
-			snprintf(reason, sizeof reason, "no '%s' on the console within %u s; console "
-				 "ends: %.400s", set->marker, set->timeout_s, tail);
-			vms_set_stage(set, vm, "failed", reason);
+		else if (seen == VMS_CONSOLE_FATAL)
+			vms_fail(set, vm, vms_fatal[fatal].why);
+		else if (!vms_qemu_running(set, vm))
+			vms_fail(set, vm, "its QEMU exited before the marker");
+		else if (now - vm->started_ms > (uint64_t)set->timeout_s * 1000) {
+			snprintf(why, sizeof why, "no '%.100s' on the console within %u s",
+				 set->marker, set->timeout_s);
+			vms_fail(set, vm, why);
 		}
 	}
 }

@@ -82,9 +82,14 @@ put_at() {
 	dd if="$2" of="$1" bs=$MIB seek=$(($3 / MIB)) conv=notrunc,sparse status=none
 }
 
+# The modules a VM's virtio NIC needs, in load order (all of them are modules in Debian's
+# kernels).
+VIRTIO_NET_MODULES="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net"
+
 # cloud_kernel CACHE: prints the path of the kernel of Debian's cloud flavour
 # (linux-image-cloud-amd64), fetched once with `apt-get download` and kept in CACHE as
-# vmlinuz-VERSION. The package is never installed: a second kernel in /boot would become
+# vmlinuz-VERSION, with the VIRTIO_NET_MODULES of its package in CACHE/modules-VERSION/.
+# The package is never installed: a second kernel in /boot would become
 # "the newest /boot/vmlinuz-*" that other build scripts pick. Returns 1 (quietly) when apt
 # does not know the package or cannot fetch it.
 # Why this kernel: it is LZ4-compressed where the generic one is XZ, and has fewer built-in
@@ -95,7 +100,7 @@ cloud_kernel() {
 		awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }')
 	[[ -n $pkg ]] || return 1
 	kver=${pkg#linux-image-}
-	if [[ ! -s $cache/vmlinuz-$kver ]]; then
+	if [[ ! -s $cache/vmlinuz-$kver || ! -d $cache/modules-$kver ]]; then
 		mkdir -p "$cache"
 		dl=$(mktemp -d "$cache/download.XXXXXX")
 		# The sandbox user _apt could not write into this private directory.
@@ -105,6 +110,12 @@ cloud_kernel() {
 			rm -rf "$dl"
 			return 1
 		fi
+		mkdir -p "$dl/modules"
+		dpkg-deb --fsys-tarfile "$dl/${pkg}_"*.deb | tar -x -C "$dl/modules" --wildcards \
+			--no-anchored --transform='s|.*/||' $(for m in $VIRTIO_NET_MODULES; do echo "*/$m.ko"; done) ||
+			{ rm -rf "$dl"; return 1; }
+		rm -rf "$cache/modules-$kver"
+		mv -f "$dl/modules" "$cache/modules-$kver"
 		mv -f "$dl/vmlinuz" "$cache/vmlinuz-$kver"
 		rm -rf "$dl"
 	fi

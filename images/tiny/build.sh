@@ -11,7 +11,10 @@
 # the reimaging tests build a second image with virtman-vm-up-v2 to tell the two apart),
 # NAME being the SMBIOS system serial that libvirt's <sysinfo> or QEMU's
 # -smbios type=1,serial=NAME sets ("unnamed" without one), and then stays up: VMs are
-# expected to keep running until someone stops them.
+# expected to keep running until someone stops them. After the marker, a VM with a virtio
+# NIC loads its drivers, asks for an address with DHCP and prints "virtman-vm-net NAME
+# eth0 ADDRESS/PREFIX MAC" (or "virtman-vm-net NAME eth0 none MAC"): the proof that it
+# sits on the network it was given.
 #
 # The broken image has the same partition table and MBR boot code but an empty partition:
 # the MBR code finds no boot sector there, prints "Missing operating system." and hands back
@@ -25,6 +28,10 @@
 #                    installed), which boots in about half the time of the generic one under
 #                    TCG; when apt cannot get it, the newest /boot/vmlinuz-* (with a warning).
 #      KERNEL_CACHE  default: OUT's directory/cache
+#      KERNEL_MODULES  a directory holding the kernel's virtio NIC modules (VIRTIO_NET_MODULES
+#                    of images/common.sh, as NAME.ko). Default: the cloud kernel's, kept in
+#                    KERNEL_CACHE; for another kernel, /lib/modules/VERSION. Without them the
+#                    image has no network (a warning says so).
 #      BUSYBOX       default: /bin/busybox (busybox-static)
 #      INITRD_COMPRESS=none|gzip   default none (measured no faster with gzip: images/README.md)
 #      SOURCE_DATE_EPOCH           default 0: the times inside the image (reproducible builds)
@@ -88,6 +95,13 @@ if [[ -z $kernel ]]; then
 	}
 fi
 [[ -n $kernel && -r $kernel ]] || die "no kernel: set KERNEL or apt-get install linux-image-amd64"
+kver=$(basename "$kernel")
+kver=${kver#vmlinuz-}
+moddir=${KERNEL_MODULES:-}
+if [[ -z $moddir ]]; then
+	moddir=$(dirname "$kernel")/modules-$kver
+	[[ -d $moddir ]] || moddir=/lib/modules/$kver
+fi
 busybox=${BUSYBOX:-/bin/busybox}
 [[ -x $busybox ]] || die "$busybox missing (apt-get install busybox-static)"
 # A dynamic busybox would need its libraries in the initramfs too.
@@ -102,6 +116,34 @@ ird=$work/initramfs
 mkdir -p "$ird/bin" "$ird/dev" "$ird/proc" "$ird/sys"
 cp "$busybox" "$ird/bin/busybox"
 ln -s busybox "$ird/bin/sh"
+# The NIC's drivers, loaded after the marker (they cost nothing before it).
+nmods=0
+mkdir -p "$ird/lib/modules"
+for m in $VIRTIO_NET_MODULES; do
+	ko=$moddir/$m.ko
+	[[ -f $ko ]] || ko=$(find "$moddir" -name "$m.ko" -print -quit 2>/dev/null)
+	[[ -n $ko && -f $ko ]] || break
+	cp "$ko" "$ird/lib/modules/$m.ko"
+	nmods=$((nmods + 1))
+done
+if ((nmods != $(wc -w <<<"$VIRTIO_NET_MODULES"))); then
+	rm -rf "$ird/lib/modules"
+	echo "images/tiny/build.sh: warning: no virtio NIC modules for $kver in $moddir: the VM" \
+		"has no network" >&2
+fi
+# udhcpc's hook: configure eth0 from the lease, nothing else.
+cat >"$ird/bin/dhcp-hook" <<'HOOK'
+#!/bin/busybox sh
+bb=/bin/busybox
+case $1 in
+bound | renew)
+	$bb ip addr add "$ip/${mask:-24}" dev "$interface"
+	echo "$ip/${mask:-24}" >/dhcp-address
+	;;
+esac
+exit 0
+HOOK
+chmod 0755 "$ird/bin/dhcp-hook"
 cat >"$ird/init" <<EOF
 #!/bin/busybox sh
 # virtman tiny VM: say which VM this is on the serial console, then stay up.
@@ -117,6 +159,19 @@ name=\$(\$bb tr -d '[:space:]' </sys/class/dmi/id/product_serial 2>/dev/null)
 out=/dev/ttyS0
 [ -c \$out ] || out=/dev/console
 echo "$marker \$name" >\$out
+# Then the network, when the image has the NIC's drivers and the VM a NIC.
+if [ -d /lib/modules ]; then
+	for m in $VIRTIO_NET_MODULES; do \$bb insmod /lib/modules/\$m.ko 2>\$out; done
+	i=0
+	while [ ! -e /sys/class/net/eth0 ] && [ \$i -lt 20 ]; do \$bb sleep 0.1; i=\$((i + 1)); done
+	if [ -e /sys/class/net/eth0 ]; then
+		mac=\$(\$bb cat /sys/class/net/eth0/address)
+		\$bb ip link set eth0 up
+		\$bb udhcpc -i eth0 -n -q -t 10 -T 2 -s /bin/dhcp-hook >/dev/null 2>&1
+		addr=\$(\$bb cat /dhcp-address 2>/dev/null)
+		echo "virtman-vm-net \$name eth0 \${addr:-none} \$mac" >\$out
+	fi
+fi
 # PID 1 must never exit (the kernel would panic): the VM runs until it is stopped.
 while :; do \$bb sleep 3600; done
 EOF

@@ -54,6 +54,7 @@ chromium_headless() {
 #                                     seed's, PARENT is the node of the <li> around it ("seed"
 #                                     or "host ID")
 #   note host ID: TEXT                a line of text in its node (detail, stage timings)
+#   vm host ID: TEXT                  one of its VMs (a span in its VM line, class vms)
 #   error host ID: TEXT               a line styled as an error (class reason)
 #   stray: TAG TEXT                   anything in the tree that is not an <li> with a node
 dom_outline() {
@@ -131,6 +132,10 @@ dom_outline() {
 		        gen, depth = m.groups() if m else ("?", "?")
 		        print(f"{label} {addr} {stage} gen {gen} depth {depth} nest {nest} under {parent}")
 		        for line in node.elements("div"):
+		            if "vms" in line.classes():
+		                for vm in line.elements("span", "vm"):
+		                    print(f"vm {label}:", squash(vm.text()))
+		                continue
 		            kind = "error" if "reason" in line.classes() else "note"
 		            print(f"{kind} {label}:", squash(line.text()))
 		    for sub in li.elements("ul"):
@@ -192,13 +197,13 @@ png_check() {
 		            line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
 		    colours.update(bytes(line[i:i + 3]) for i in range(0, stride, bpp))
 		    prev = line
-		for name, rgb in (("ready-badge", "c8f0c8"), ("seed-node", "eef3ff")):
+		for name, rgb in (("ready-badge", "c8f0c8"), ("failed-badge", "f6c4c4"), ("seed-node", "eef3ff")):
 		    if bytes.fromhex(rgb) in colours:
 		        print(name)
 	PY
 }
 
-@test "dashboard: chromium draws the rack's tree, stages, generation and summary; screenshot kept" {
+@test "dashboard: chromium draws the rack's tree, stages, generation, VMs and summary; screenshot kept" {
 	start_seed seed seed --iface seed0 --dhcp off --image "$IMG" --state-dir "$STATE" \
 		--heartbeat 1 --fanout 2
 	local n
@@ -209,6 +214,14 @@ png_check() {
 	done
 	assert_equal "$(host_field 3 parent)" 1
 	assert_equal "$(host_field 3 depth)" 2
+	# Host 3's VMs, as its agent reports them (these agents run no VMs): one up, one failed.
+	local beat
+	for beat in "vm=host3-vm1\nvm-stage=vm-booting" "vm=host3-vm2\nvm-stage=vm-booting" \
+		"vm=host3-vm1\nvm-stage=vm-up" \
+		"vm=host3-vm2\nvm-stage=failed\nreason=the BIOS found no bootable disk; console ends: No bootable device."; do
+		printf "$beat\n" | in_ns seed curl -sf --data-binary @- "$SEED_URL/api/v1/hosts/3/heartbeat" \
+			>/dev/null || fail "the seed refused the heartbeat '$beat'"
+	done
 
 	local png="$ARTIFACTS/dashboard.png"
 	mkdir -p "$ARTIFACTS"
@@ -219,7 +232,7 @@ png_check() {
 	run dom_outline "$BATS_TEST_TMPDIR/dashboard.out"
 	assert_success
 	# The script ran and fetched the tree: not the "loading…" the page is served with.
-	assert_line --regexp '^summary: 3 hosts \(3 ready\), '
+	assert_line --regexp '^summary: 3 hosts \(3 ready\), 1 of 2 VMs up, '
 	assert_line --regexp "^seed: seed .*, fan-out 2, generation 1$"
 	# Each host once, ready, in the <ul> of its parent's <li>.
 	assert_equal "$(grep -c '^host ' <<<"$output")" 3
@@ -229,8 +242,12 @@ png_check() {
 	for n in 1 2 3; do
 		assert_line --regexp "^note host $n: registered \+0\.0 s, .*ready \+[0-9]+\.[0-9] s$"
 	done
-	# A healthy rack shows no error.
-	refute_line --regexp '^error '
+	# Host 3's VMs with their stages, the failed one's reason in full; healthy hosts show no
+	# error.
+	assert_line --regexp '^vm host 3: host3-vm1: vm-up \([0-9]+\.[0-9] s\)$'
+	assert_line "vm host 3: host3-vm2: failed"
+	assert_line "error host 3: host3-vm2: the BIOS found no bootable disk; console ends: No bootable device."
+	refute_line --regexp '^(vm|error) host [12]:'
 	refute_line --regexp '^stray: '
 
 	[[ -f $png ]] || fail "chromium wrote no screenshot at $png"
@@ -240,6 +257,7 @@ png_check() {
 	local bytes=${lines[0]#* }
 	((bytes > 20000)) || fail "the screenshot has only $bytes bytes"
 	assert_line ready-badge
+	assert_line failed-badge
 	assert_line seed-node
 	stop_seed
 }

@@ -94,6 +94,19 @@ wait_serial() {
 	pid_alive "$VM_PID" || fail "the VM powered off after its marker"
 }
 
+@test "images: tiny.img with a virtio NIC gets an address by DHCP after its marker and says so" {
+	require_qemu
+	require_tiny
+	# QEMU's user network: its DHCP server leases 10.0.2.15; nothing leaves this machine.
+	start_vm net "$(overlay "$IMAGES/tiny.img" net)" vm-net -netdev user,id=n0,restrict=on \
+		-device virtio-net-pci,netdev=n0,mac=52:54:76:00:00:07
+	wait_serial net "$VM_PID" "$(marker virtman-vm-up vm-net)" "$TINY_BOOT_TIMEOUT"
+	wait_serial net "$VM_PID" '^virtman-vm-net ' 60
+	run grep -a '^virtman-vm-net ' "$BATS_TEST_TMPDIR/net.serial"
+	assert_output --regexp '^virtman-vm-net vm-net eth0 10\.0\.2\.15/24 52:54:76:00:00:07[[:space:]]*$'
+	! grep -q 'insmod' "$BATS_TEST_TMPDIR/net.serial" || fail "a NIC driver did not load"
+}
+
 @test "images: tiny-v2.img prints 'virtman-vm-up-v2 NAME', and 'unnamed' without a serial" {
 	require_qemu
 	require_tiny

@@ -319,7 +319,7 @@ static void test_generations(void **state)
 	reg_host(&coord_a, 1, 1000);
 	beat(&coord_a, 1, "generation=1\nstage=ready", 2000);
 	beat(&coord_a, 1, "vm=vm1\nvm-stage=vm-up", 2500);
-	coord_new_generation(&coord_a, "iqn.2026-11.org.virtman:img-g2", "bbbb", false);
+	coord_new_generation(&coord_a, "iqn.2026-11.org.virtman:img-g2", "bbbb", false, NULL);
 	assert_int_equal(coord_a.generation, 2);
 	/* The host learns the new generation and name from its next reply. */
 	beat_reply(&coord_a, 1, "generation=1\nstage=ready", 3000, reply, sizeof reply);
@@ -327,6 +327,8 @@ static void test_generations(void **state)
 	assert_non_null(strstr(reply, "iqn=iqn.2026-11.org.virtman:img-g2\n"));
 	assert_non_null(strstr(reply, "iscsi://10.0.0.1:3260/iqn.2026-11.org.virtman:img-g2/0"));
 	assert_null(strstr(reply, "reboot="));
+	/* Without a marker of its own, a generation keeps the default. */
+	assert_non_null(strstr(reply, "vm-marker=virtman-vm-up\n"));
 	h = coord_host(&coord_a, 1);
 	assert_int_equal(h->generation, 1);
 	assert_int_equal(h->nvms, 1);
@@ -339,20 +341,33 @@ static void test_generations(void **state)
 	assert_int_equal(beat(&coord_a, 1, "generation=0", 4000), -EINVAL);
 	assert_int_equal(beat(&coord_a, 1, "generation=x", 4000), -EINVAL);
 	/* With --reboot the reply says so. */
-	coord_new_generation(&coord_a, "iqn.2026-11.org.virtman:img-g3", "cccc", true);
+	coord_new_generation(&coord_a, "iqn.2026-11.org.virtman:img-g3", "cccc", true, "v3-up");
 	beat_reply(&coord_a, 1, "stage=ready", 5000, reply, sizeof reply);
 	assert_non_null(strstr(reply, "generation=3\nreboot=1\n"));
+	/* ... and names the generation's marker. */
+	assert_non_null(strstr(reply, "vm-marker=v3-up\n"));
+	assert_false(coord_marker_valid(""));
+	assert_false(coord_marker_valid("two\nlines"));
+	assert_false(coord_marker_valid("tab\there"));
+	assert_true(coord_marker_valid("login:"));
 	assert_int_equal(coord_save(&coord_a), 0);
-	/* A restart on the same image keeps generation and reboot; another image moves on. */
+	/* A restart on the same image keeps generation, reboot and marker; a marker given to
+	 * the seed wins; another image moves on, with the default marker. */
 	cfg.image_id = "cccc";
 	coord_init(&coord_b, &cfg);
 	assert_int_equal(coord_b.generation, 3);
 	assert_true(coord_b.reboot);
+	assert_string_equal(coord_b.vm_marker, "v3-up");
+	cfg.vm_marker = "login:";
+	coord_init(&coord_b, &cfg);
+	assert_string_equal(coord_b.vm_marker, "login:");
+	cfg.vm_marker = NULL;
 	cfg.image_id = "dddd";
 	coord_init(&coord_b, &cfg);
 	assert_int_equal(coord_b.generation, 4);
 	assert_false(coord_b.reboot);
 	assert_string_equal(coord_b.image_id, "dddd");
+	assert_string_equal(coord_b.vm_marker, "");
 	/* A host registering on an older generation's history starts a new one. */
 	reg_host(&coord_b, 1, 6000);
 	assert_int_equal(coord_host(&coord_b, 1)->generation, 4);
