@@ -146,11 +146,12 @@ unit: host
 	@tests/run.sh unit
 
 # Every benchmark of BENCHMARKS.md, each side by side with the peer a user would pick.
-bench: deps all
+bench: deps all images-debian
 	tests/bench/target.sh
 	tests/bench/relay.sh
 	tests/bench/pxe.sh
 	tests/bench/rack.sh
+	tests/bench/vmboot.sh
 
 # A virtual rack (HOSTS=3 VMS=2) in a private network namespace; left running.
 demo: deps all userland images-tiny
