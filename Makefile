@@ -113,6 +113,7 @@ $(BUILD)/fuzzobj/%.o: %.c
 # A harness that #includes a source file to reach its statics links without its object.
 FUZZ_LINK_fuzz_target := $(filter-out $(BUILD)/fuzzobj/iscsi/target.o,$(FUZZ_OBJS))
 FUZZ_LINK_fuzz_initiator := $(filter-out $(BUILD)/fuzzobj/iscsi/initiator.o,$(FUZZ_OBJS))
+FUZZ_LINK_fuzz_console := $(filter-out $(BUILD)/fuzzobj/hostagent/vms.o,$(FUZZ_OBJS))
 
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_OBJS)
 	@mkdir -p $(dir $@)

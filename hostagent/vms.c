@@ -169,31 +169,42 @@ static size_t vms_escape_len(const char *p)
 	return p[n] ? n + 1 : n;
 }
 
-/* The console's last len - 1 characters as one line of text for a failure report: escape
- * sequences dropped, other control bytes and runs of blanks made one space (iPXE's banner
- * alone pads a line with 60 of them). */
-static void vms_console_tail(const struct vm *vm, char *out, size_t len)
+/* Reads the last size - 1 bytes of a console into buf as a string (NUL bytes, a console's
+ * garbage, made spaces so they do not end it early); their count, 0 when there are none. */
+static size_t vms_console_read(const struct vm *vm, char *buf, size_t size)
 {
 	int fd = open(vm->console, O_RDONLY | O_CLOEXEC);
-	char buf[VMS_TAIL + 1], text[VMS_TAIL + 1];
 	struct stat st;
-	size_t t = 0;
-	ssize_t n = 0;
+	ssize_t n;
 
-	out[0] = '\0';
+	buf[0] = '\0';
 	if (fd < 0)
-		return;
-	if (fstat(fd, &st) == 0 && st.st_size > VMS_TAIL)
-		lseek(fd, st.st_size - VMS_TAIL, SEEK_SET);
-	n = read(fd, buf, VMS_TAIL);
+		return 0;
+	if (fstat(fd, &st) == 0 && st.st_size > (off_t)size - 1)
+		lseek(fd, st.st_size - (off_t)size + 1, SEEK_SET);
+	n = read(fd, buf, size - 1);
 	close(fd);
 	if (n <= 0)
-		return;
+		return 0;
 	for (ssize_t i = 0; i < n; i++)
 		if (buf[i] == '\0')
 			buf[i] = ' ';
 	buf[n] = '\0';
-	for (char *p = buf; *p;) {
+	return (size_t)n;
+}
+
+/* The last len - 1 characters of console text as one line for a failure report: escape
+ * sequences dropped, other control bytes and runs of blanks made one space (iPXE's banner
+ * alone pads a line with 60 of them). */
+static void vms_text_tail(const char *console, char *out, size_t len)
+{
+	size_t t = 0, size = strlen(console) + 1;
+	char *text = malloc(size);
+
+	out[0] = '\0';
+	if (!text)
+		return;
+	for (const char *p = console; *p;) {
 		size_t esc = vms_escape_len(p);
 		char c = *p;
 
@@ -211,9 +222,15 @@ static void vms_console_tail(const struct vm *vm, char *out, size_t len)
 	while (t > 0 && text[t - 1] == ' ')
 		t--;
 	text[t] = '\0';
-	if (t >= len)
-		memmove(text, text + t - (len - 1), len);	/* its end, NUL included */
-	memcpy(out, text, t >= len ? len : t + 1);
+	if (t >= len) {
+		size_t start = t - (len - 1);
+
+		start += text[start] == ' ';	/* no blank where the cut falls */
+		memmove(text, text + start, t - start + 1);	/* its end, NUL included */
+		t -= start;
+	}
+	memcpy(out, text, t + 1);
+	free(text);
 }
 
 /* Console lines after which a boot cannot succeed, and what they mean: the VM is failed at
@@ -251,29 +268,12 @@ enum vms_console {
 	VMS_CONSOLE_FATAL,		/* a line holds one of vms_fatal */
 };
 
-/* Reads the console's last 64 KiB (boot consoles are small; the marker is near the end once
- * it is there) and says what it shows; *fatal is the vms_fatal entry of a FATAL line. */
-static enum vms_console vms_console_scan(const struct vm *vm, const char *marker, int *fatal)
+/* What console text shows; *fatal is the vms_fatal entry of a FATAL line. The text is
+ * changed while it is scanned and restored. */
+static enum vms_console vms_console_judge(char *buf, const char *marker, int *fatal)
 {
-	int fd = open(vm->console, O_RDONLY | O_CLOEXEC);
-	static char buf[1 << 16];
 	size_t mlen = strlen(marker);
-	ssize_t n;
-	struct stat st;
 
-	if (fd < 0)
-		return VMS_CONSOLE_BOOTING;
-	if (fstat(fd, &st) == 0 && st.st_size > (off_t)sizeof buf - 1)
-		lseek(fd, st.st_size - (off_t)sizeof buf + 1, SEEK_SET);
-	n = read(fd, buf, sizeof buf - 1);
-	close(fd);
-	if (n <= 0)
-		return VMS_CONSOLE_BOOTING;
-	buf[n] = '\0';
-	/* NUL bytes (a console's garbage) would end the string early: make them spaces. */
-	for (ssize_t i = 0; i < n; i++)
-		if (buf[i] == '\0')
-			buf[i] = ' ';
 	for (char *p = buf; p; p = strchr(p, '\n')) {
 		char *eol;
 
@@ -327,15 +327,17 @@ static bool vms_qemu_running(const struct vm_set *set, struct vm *vm)
 /* Reports the VM failed: why, then the console's last bytes (the seed keeps 400). */
 static void vms_fail(struct vm_set *set, struct vm *vm, const char *why)
 {
-	char tail[251], reason[VMS_TAIL + 200];
+	char console[VMS_TAIL + 1], tail[251], reason[VMS_TAIL + 200];
 
-	vms_console_tail(vm, tail, sizeof tail);
+	vms_console_read(vm, console, sizeof console);
+	vms_text_tail(console, tail, sizeof tail);
 	snprintf(reason, sizeof reason, "%.140s; console ends: %s", why, tail[0] ? tail : "(empty)");
 	vms_set_stage(set, vm, "failed", reason);
 }
 
 void vms_poll(struct vm_set *set)
 {
+	static char console[1 << 16];
 	uint64_t now = vms_now_ms();
 
 	for (unsigned i = 0; i < set->count; i++) {
@@ -346,7 +348,9 @@ void vms_poll(struct vm_set *set)
 
 		if (strcmp(vm->stage, "vm-booting") != 0)
 			continue;
-		seen = vms_console_scan(vm, set->marker, &fatal);
+		/* Boot consoles are small: the marker is in the last 64 KiB once it is there. */
+		vms_console_read(vm, console, sizeof console);
+		seen = vms_console_judge(console, set->marker, &fatal);
 		if (seen == VMS_CONSOLE_UP)
 			vms_set_stage(set, vm, "vm-up", NULL);
 		else if (seen == VMS_CONSOLE_FATAL)
