@@ -85,44 +85,10 @@ NAMESPACES=()
 ALL_PIDS=()
 declare -A PID_OF NS_OF MPORT_OF
 
-pid_alive() {
-	local state
-	state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
-	[[ -n $state && $state != Z ]]
-}
-
-cleanup() {
-	local pid ns deadline
-	trap - EXIT INT TERM
-	for pid in "${ALL_PIDS[@]}"; do
-		pid_alive "$pid" && kill -TERM "$pid" 2>/dev/null
-	done
-	deadline=$((SECONDS + 10))
-	for pid in "${ALL_PIDS[@]}"; do
-		while pid_alive "$pid" && ((SECONDS < deadline)); do sleep "$POLL"; done
-		pid_alive "$pid" && kill -KILL "$pid" 2>/dev/null
-		wait "$pid" 2>/dev/null
-	done
-	for ns in "${NAMESPACES[@]}"; do
-		ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null
-		ip netns del "$ns" 2>/dev/null
-	done
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'echo "relay.sh: interrupted" >&2; exit 130' INT TERM
+# shellcheck source=tests/bench/common.sh
+. "$REPO_ROOT/tests/bench/common.sh"
 
 # --------------------------------------------------------------------------- small helpers
-nsx() {
-	local ns=$1
-	shift
-	ip netns exec "$ns" "$@"
-}
-
-# fmt EXPR [DECIMALS]: evaluates a floating-point expression.
-fmt() {
-	awk "BEGIN { printf \"%.${2:-2}f\", $1 }"
-}
 ratio() { # ratio A B: A/B with two decimals, "-" when B is 0 or empty
 	awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "-"; else printf "%.2f", a / b }'
 }
@@ -133,42 +99,8 @@ since() { # since T0: seconds from EPOCHREALTIME T0 to now
 	awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f\n", b - a }'
 }
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-cpu_ticks() { # utime + stime of a process, in clock ticks
-	awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
-}
 bytes_of() { # 64K -> 65536
 	numfmt --from=iec "$1"
-}
-
-wait_port() { # wait_port NS PORT PID
-	local deadline=$((SECONDS + READY_TIMEOUT))
-	until nsx "$1" bash -c "exec 9<>/dev/tcp/127.0.0.1/$2" 2>/dev/null; do
-		pid_alive "$3" || return 1
-		((SECONDS < deadline)) || return 1
-		sleep "$POLL"
-	done
-}
-
-metric() { # metric NODE NAME: the sum of every sample of NAME on that node
-	nsx "${NS_OF[$1]}" curl -sf "http://127.0.0.1:${MPORT_OF[$1]}/metrics" |
-		awk -v m="$2" '$1 == m || index($1, m "{") == 1 { s += $NF } END { printf "%.0f\n", s }'
-}
-
-# start_node NAME NS PORT MPORT ARGS...: virtman export ARGS in NS, ready when it listens.
-start_node() {
-	local name=$1 ns=$2 port=$3 mport=$4 pid
-	shift 4
-	# Not through nsx: started with & a function would be a subshell, and $! its pid.
-	# ip netns exec execs, so $! is virtman itself.
-	ip netns exec "$ns" "$VIRTMAN" export "$@" --listen "0.0.0.0:$port" --iqn "$IQN" \
-		--metrics "127.0.0.1:$mport" >>"$WORK/logs/$name.log" 2>&1 </dev/null &
-	pid=$!
-	ALL_PIDS+=("$pid")
-	PID_OF[$name]=$pid
-	NS_OF[$name]=$ns
-	MPORT_OF[$name]=$mport
-	wait_port "$ns" "$port" "$pid" || { tail -20 "$WORK/logs/$name.log" >&2; die "$name did not start"; }
-	wait_port "$ns" "$mport" "$pid" || die "$name: no metrics listener"
 }
 
 # start_relay NAME NS PORT MPORT MANIFEST UPSTREAM_URL: fresh cache; ready when logged in upstream.

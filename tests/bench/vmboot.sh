@@ -113,42 +113,10 @@ NAMESPACES=()
 ALL_PIDS=()
 declare -A PID_OF NS_OF MPORT_OF
 
-pid_alive() {
-	local state
-	state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
-	[[ -n $state && $state != Z ]]
-}
-
-cleanup() {
-	local pid ns deadline
-	trap - EXIT INT TERM
-	for pid in "${ALL_PIDS[@]}"; do
-		pid_alive "$pid" && kill -TERM "$pid" 2>/dev/null
-	done
-	deadline=$((SECONDS + 10))
-	for pid in "${ALL_PIDS[@]}"; do
-		while pid_alive "$pid" && ((SECONDS < deadline)); do sleep "$POLL"; done
-		pid_alive "$pid" && kill -KILL "$pid" 2>/dev/null
-		wait "$pid" 2>/dev/null
-	done
-	for ns in "${NAMESPACES[@]}"; do
-		ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null
-		ip netns del "$ns" 2>/dev/null
-	done
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'echo "vmboot.sh: interrupted" >&2; exit 130' INT TERM
+# shellcheck source=tests/bench/common.sh
+. "$REPO_ROOT/tests/bench/common.sh"
 
 # --------------------------------------------------------------------------- small helpers
-nsx() {
-	local ns=$1
-	shift
-	ip netns exec "$ns" "$@"
-}
-fmt() { # fmt EXPR [DECIMALS]
-	awk "BEGIN { printf \"%.${2:-2}f\", $1 }"
-}
 ratio() { # ratio A B: A/B with two decimals, "-" when B is 0 or empty
 	awk -v a="$1" -v b="$2" 'BEGIN { if (b == "" || b == "-" || b + 0 == 0 || a == "" || a == "-") print "-"; else printf "%.2f", a / b }'
 }
@@ -161,50 +129,17 @@ since() { # since T0: seconds from EPOCHREALTIME T0 to now
 median() { # of the numbers on stdin ("-" ignored); "-" when none
 	grep -v '^-$' | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
-cpu_ticks() { # utime + stime of a process, in clock ticks
-	awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
-}
 secs() { # secs TICKS
 	awk -v t="$1" -v hz="$CLK_TCK" 'BEGIN { printf "%.1f", t / hz }'
 }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
-
-wait_port() { # wait_port NS PORT PID
-	local deadline=$((SECONDS + READY_TIMEOUT))
-	until nsx "$1" bash -c "exec 9<>/dev/tcp/127.0.0.1/$2" 2>/dev/null; do
-		pid_alive "$3" || return 1
-		((SECONDS < deadline)) || return 1
-		sleep "$POLL"
-	done
-}
-
-metric() { # metric NODE NAME: the sum of every sample of NAME on that node
-	nsx "${NS_OF[$1]}" curl -sf "http://127.0.0.1:${MPORT_OF[$1]}/metrics" |
-		awk -v m="$2" '$1 == m || index($1, m "{") == 1 { s += $NF } END { printf "%.0f\n", s }'
-}
-
-# start_node NAME NS MPORT ARGS...: virtman export ARGS in NS on port 3260, ready when it listens.
-start_node() {
-	local name=$1 ns=$2 mport=$3 pid
-	shift 3
-	# ip netns exec execs, so $! is virtman itself.
-	ip netns exec "$ns" "$VM_BIN" export "$@" --listen "0.0.0.0:3260" --iqn "$IQN" \
-		--metrics "127.0.0.1:$mport" >>"$WORK/logs/$name.log" 2>&1 </dev/null &
-	pid=$!
-	ALL_PIDS+=("$pid")
-	PID_OF[$name]=$pid
-	NS_OF[$name]=$ns
-	MPORT_OF[$name]=$mport
-	wait_port "$ns" 3260 "$pid" || { tail -20 "$WORK/logs/$name.log" >&2; die "$name did not start"; }
-	wait_port "$ns" "$mport" "$pid" || die "$name: no metrics listener"
-}
 
 # start_relay I: Ri in namespace n<i> with a fresh cache, one upstream (R<i-1> or the root);
 # ready when logged in upstream.
 start_relay() {
 	local i=$1 name="R$1" deadline
 	rm -rf "$WORK/cache-$name"
-	start_node "$name" "$NSP-n$i" $((9100 + i)) "iscsi://$NET.$i.1:3260/$IQN/0" \
+	start_node "$name" "$NSP-n$i" 3260 $((9100 + i)) "iscsi://$NET.$i.1:3260/$IQN/0" \
 		--cache "$WORK/cache-$name" --manifest "$WORK/image.manifest" \
 		--initiator-name "iqn.2026-11.org.virtman:bench-vmboot-r$i"
 	deadline=$((SECONDS + READY_TIMEOUT))
@@ -528,20 +463,20 @@ T_START=$SECONDS
 echo "# date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "# machine: $(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), kernel $(uname -r), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM; $(qemu-system-x86_64 --version | head -1)"
 echo "# load average at start: $(loadavg) (this box is shared: other work running meanwhile is noise)"
-VM_BIN="$WORK/virtman"
-cp "$VIRTMAN" "$VM_BIN" || die "cannot copy $VIRTMAN"
+cp "$VIRTMAN" "$WORK/virtman" || die "cannot copy $VIRTMAN"
 echo "# virtman: $VIRTMAN ($(stat -c %s "$VIRTMAN") bytes, built $(date -u -r "$VIRTMAN" '+%Y-%m-%d %H:%M UTC'); run from a copy)"
+VIRTMAN=$WORK/virtman
 cp --sparse=always "$IMAGE" "$WORK/image.raw" || die "cannot copy $IMAGE"
 SIZE=$(stat -c %s "$WORK/image.raw")
 ALLOC=$(($(stat -c %b "$WORK/image.raw") * $(stat -c %B "$WORK/image.raw")))
 t0=$EPOCHREALTIME
-"$VM_BIN" manifest "$WORK/image.raw" -o "$WORK/image.manifest" --chunk-size "$CS" || die "virtman manifest failed"
+"$VIRTMAN" manifest "$WORK/image.raw" -o "$WORK/image.manifest" --chunk-size "$CS" || die "virtman manifest failed"
 echo "# image: $IMAGE, $(mib "$SIZE") MiB ($(mib "$ALLOC") MiB allocated), copied to /dev/shm; manifest ($CHUNK_SIZE chunks) in $(since "$t0") s"
 echo "# links: veth, $(if [[ $RATE == none ]]; then echo "unshaped"; else echo "tbf rate $RATE burst $BURST latency $TBF_LATENCY on both ends (no added delay)"; fi); relay caches in /dev/shm"
 echo "# VM: qemu-system-x86_64 -accel $QEMU_ACCEL -m $MEMORY -smp 1, virtio disk on a qcow2 overlay; boot done = '$MARKER NAME' on ttyS0"
 
 setup_net
-start_node ROOT "$NSP-n0" 9100 "$WORK/image.raw"
+start_node ROOT "$NSP-n0" 3260 9100 "$WORK/image.raw"
 
 # shellcheck disable=SC2059
 printf "\n$ROWFMT" "rnd" "run" "boot s" "login s" "CPU s" "load" "ws MiB" "guest MiB" "root MiB" "root/ws" "chunks" "root+relays CPU s"
