@@ -141,6 +141,9 @@ test: deps
 	$(MAKE) all host fuzz-build images-tiny
 	@if [ "$$(id -u)" = 0 ]; then $(MAKE) userland; \
 	else echo "test: not root, so no $(BUILD)/boot/userland.squashfs: its test will skip"; fi
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) images-debian || \
+	  echo "test: images-debian failed (debootstrap needs the Debian mirror): its boot test will skip"; \
+	else echo "test: not root, so no $(BUILD)/images/debian.img: its boot test will skip"; fi
 	@tests/run.sh
 
 unit: host
