@@ -29,35 +29,6 @@ start_rack_seed() {
 		--heartbeat 1 "$@"
 }
 
-# start_host N [ARGS]: namespace hN at 10.213.1.(10+N), its agent started against the seed.
-start_host() {
-	local n=$1
-	shift
-	if ! ip netns list | grep -q "^$(ns "h$n")"; then
-		ns_create "h$n"
-		lan_join "h$n" eth0 "10.213.1.$((10 + n))" "52:54:00:aa:00:0$n"
-	fi
-	mkdir -p "$BATS_TEST_TMPDIR/h$n/cache"
-	ip netns exec "$(ns "h$n")" "$VIRTMAN" agent --seed "$SEED_URL" \
-		--token "$(cat "$STATE/boot-token")" --iface eth0 --attach none \
-		--cache "$BATS_TEST_TMPDIR/h$n/cache" --run-dir "$BATS_TEST_TMPDIR/h$n" "$@" \
-		>"$BATS_TEST_TMPDIR/h$n.out" 2>>"$BATS_TEST_TMPDIR/h$n.log" 3>&- &
-	track_pid $!
-	printf -v "H${n}_PID" %s $!
-	echo "$BATS_TEST_TMPDIR/h$n.log" >>"$BATS_TEST_TMPDIR/.seedlogs"
-}
-
-# wait_hosts_ready N: until N live hosts report stage ready.
-wait_hosts_ready() {
-	local deadline=$((SECONDS + 60)) ready
-	until ready=$(api /api/v1/hosts | python3 -c 'import json, sys
-print(sum(1 for h in json.load(sys.stdin)["hosts"] if h["live"] and h["stage"] == "ready"))') &&
-		((ready >= $1)); do
-		((SECONDS < deadline)) || { api /api/v1/status >&2; fail "only ${ready:-0} of $1 hosts ready"; }
-		sleep "$POLL_INTERVAL"
-	done
-}
-
 # read_via N OUT: reads the whole image through host N's relay.
 read_via() {
 	read_via_iqn "$1" "$IQN" "$2"
@@ -316,7 +287,7 @@ assert t["generation"] == 2, t'
 	stop_seed
 }
 
-@test "rack: reimage refusals: no admin token, a wrong one, a missing image, a bad path" {
+@test "rack: reimage refusals: no admin token, a wrong one, a missing image, a bad path, a bad marker" {
 	start_rack_seed
 	start_host 1
 	wait_hosts_ready 1
@@ -341,6 +312,17 @@ assert t["generation"] == 2, t'
 	run reimage --image "$empty"
 	assert_failure 1
 	assert_output --partial "empty"
+	# A VM marker must be one line of printable text, on the command line and in the API.
+	run reimage --image "$IMG" --vm-marker $'up\there'
+	assert_failure 2
+	assert_output --partial "--vm-marker: 1 to 128 printable characters expected"
+	run reimage --image "$IMG" --vm-marker "$(printf 'x%.0s' {1..129})"
+	assert_failure 2
+	run in_ns seed curl -s -w ' %{http_code}' --data-binary "token=$(cat "$STATE/admin-token")
+image=$IMG
+vm-marker=" "$SEED_URL/api/v1/reimage"
+	assert_output --partial "vm-marker: 1 to 128 printable characters expected"
+	assert_output --regexp ' 400$'
 	# Straight to the API: a body that is not key=value lines, a bad reboot flag.
 	run in_ns seed curl -s -w ' %{http_code}' --data-binary $'\x01garbage' "$SEED_URL/api/v1/reimage"
 	assert_output --partial 400
