@@ -206,6 +206,16 @@ static int agent_write_file(const char *path, const char *text)
 	return rc;
 }
 
+/* An interface name we make: letters, digits, '.', '_', '-', shorter than IF_NAMESIZE (it
+ * also goes into the VMs' libvirt XML). */
+static bool agent_ifname_ok(const char *name)
+{
+	size_t len = strlen(name);
+
+	return len > 0 && len < IF_NAMESIZE &&
+	       strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == len;
+}
+
 /* Takes defaults from the kernel command line: virtman.key=value and BOOTIF. */
 static void agent_cmdline(void)
 {
@@ -224,7 +234,7 @@ static void agent_cmdline(void)
 			agent.debug = true;
 		else if (strcmp(tok, "virtman.verify") == 0)
 			agent.verify = true;
-		else if (strncmp(tok, "virtman.bridge=", 15) == 0 && strlen(tok + 15) < IF_NAMESIZE)
+		else if (strncmp(tok, "virtman.bridge=", 15) == 0 && agent_ifname_ok(tok + 15))
 			snprintf(agent.bridge, sizeof agent.bridge, "%s",
 				 strcmp(tok + 15, "none") ? tok + 15 : "");
 		else if (strncmp(tok, "virtman.mac=", 12) == 0 && strlen(tok + 12) == 17)
@@ -1315,9 +1325,9 @@ int cmd_agent(int argc, char **argv)
 		case 't': snprintf(agent.token, sizeof agent.token, "%s", optarg); break;
 		case 'i': snprintf(agent.iface, sizeof agent.iface, "%s", optarg); break;
 		case 'b':
-			if (strlen(optarg) >= sizeof agent.bridge)
-				die(EXIT_USAGE, "--bridge %s: at most %zu characters", optarg,
-				    sizeof agent.bridge - 1);
+			if (!agent_ifname_ok(optarg))
+				die(EXIT_USAGE, "--bridge %s: 1 to %d letters, digits, '.', '_' "
+				    "or '-'", optarg, IF_NAMESIZE - 1);
 			snprintf(agent.bridge, sizeof agent.bridge, "%s",
 				 strcmp(optarg, "none") ? optarg : "");
 			break;

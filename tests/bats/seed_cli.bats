@@ -45,7 +45,21 @@ seed_run() {
 		--iface lo --dhcp off --http '[::1]:8080'
 		--iface lo --dhcp off stray-argument
 		--iface lo --no-such-flag
+		--iface lo --dhcp off --vm-network user
+		--iface lo --dhcp off --vm-marker up
 	EOF
+}
+
+@test "agent cli: --bridge takes an interface name of letters, digits, '.', '_', '-'" {
+	local name
+	for name in "" "a/b" "br'0" "br 0" "abcdefghijklmnop"; do
+		run timeout 20 "$VIRTMAN" agent --bridge "$name" --seed http://127.0.0.1:1
+		((status == 2)) || fail "--bridge '$name' exited $status, expected 2: $output"
+		assert_output --partial "--bridge"
+	done
+	run timeout 20 "$VIRTMAN" agent --help
+	assert_success
+	assert_output --partial "--bridge NAME"
 }
 
 @test "seed cli: an unknown interface exits 1 with one line" {
