@@ -3,10 +3,10 @@
  * their serial consoles for the boot marker. */
 #include <errno.h>
 #include <fcntl.h>
-#include <stdio.h>
-#include <stdbool.h>
-#include <stdlib.h>
 #include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -54,9 +54,6 @@ static int vms_write_xml(const struct vm_set *set, const struct vm *vm, const ch
 	char serial[400], nic[200];
 	FILE *f;
 
-	/* The SMBIOS serial names the VM; with seed data it points cloud-init's NoCloud source
-	 * at the seed instead (cloud-init reads "ds=nocloud;s=URL" there), the name being in
-	 * its meta-data. Only URL-safe characters reach the XML. */
 	/* On the host's bridge the VM is a machine of the rack's LAN, with a MAC that stays the
 	 * same across reimages (so do its DHCP leases); without one, QEMU's user networking. */
 	if (set->bridge[0])
@@ -64,6 +61,9 @@ static int vms_write_xml(const struct vm_set *set, const struct vm *vm, const ch
 			 "<mac address='%s'/><model type='virtio'/></interface>\n", set->bridge, vm->mac);
 	else
 		snprintf(nic, sizeof nic, "    <interface type='user'><model type='virtio'/></interface>\n");
+	/* The SMBIOS serial names the VM; with seed data it points cloud-init's NoCloud source
+	 * at the seed instead (cloud-init reads "ds=nocloud;s=URL" there), the name being in
+	 * its meta-data. Only URL-safe characters reach the XML. */
 	snprintf(serial, sizeof serial, "%s", vm->name);
 	if (set->data_url[0] && strspn(set->data_url, "abcdefghijklmnopqrstuvwxyz"
 			"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:/._-") == strlen(set->data_url))
