@@ -242,17 +242,26 @@ static int coord_parse_mac(const char *s, char out[18])
 	return 0;
 }
 
+/* The boot token every host presents, on registration and on every heartbeat, so nobody
+ * else on the boot LAN speaks for a host. */
+static bool coord_token_ok(const struct coord *c, const struct kv *kv, int n)
+{
+	const char *token = kv_get(kv, n, "token");
+
+	return !c->cfg.token || (token && strcmp(token, c->cfg.token) == 0);
+}
+
 int coord_register(struct coord *c, const struct kv *kv, int n, uint64_t now_mono,
 		   int64_t now_ms, struct strbuf *reply, char *err, size_t errlen)
 {
 	const char *mac_s = kv_get(kv, n, "mac"), *addr_s = kv_get(kv, n, "addr");
-	const char *token = kv_get(kv, n, "token"), *disks = kv_get(kv, n, "disks");
+	const char *disks = kv_get(kv, n, "disks");
 	uint64_t cores, memory;
 	struct coord_host *h = NULL;
 	struct in_addr addr;
 	char mac[18];
 
-	if (c->cfg.token && (!token || strcmp(token, c->cfg.token) != 0)) {
+	if (!coord_token_ok(c, kv, n)) {
 		snprintf(err, errlen, "wrong or missing boot token");
 		return -EACCES;
 	}
@@ -421,6 +430,10 @@ int coord_heartbeat(struct coord *c, int id, const struct kv *kv, int n, uint64_
 	struct coord_host *h = coord_host(c, id);
 	int rc;
 
+	if (!coord_token_ok(c, kv, n)) {
+		snprintf(err, errlen, "wrong or missing boot token");
+		return -EACCES;
+	}
 	if (!h || !h->live) {
 		snprintf(err, errlen, "host %d is not registered (or was lost): register again", id);
 		return -ENOENT;

@@ -103,8 +103,9 @@ int coord_init(struct coord *c, const struct coord_config *cfg);
 int coord_register(struct coord *c, const struct kv *kv, int n, uint64_t now_mono,
 		   int64_t now_ms, struct strbuf *reply, char *err, size_t errlen);
 
-/* A heartbeat, optionally carrying stage/vm updates; fills reply with the current
- * upstream list. 0, -ENOENT (unknown or lost host: register again), -EINVAL. */
+/* A heartbeat with the boot token, optionally carrying stage/vm updates; fills reply with
+ * the current upstream list. 0, -EACCES (bad token), -ENOENT (unknown or lost host:
+ * register again), -EINVAL. */
 int coord_heartbeat(struct coord *c, int id, const struct kv *kv, int n, uint64_t now_mono,
 		    int64_t now_ms, struct strbuf *reply, char *err, size_t errlen);
 

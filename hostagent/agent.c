@@ -379,6 +379,7 @@ static int agent_heartbeat(void)
 
 	if (agent.host_id <= 0)
 		return -ENOENT;
+	kv_add(&body, "token", "%s", agent.token);
 	kv_add(&body, "stage", "%s", agent.stage);
 	if (agent.generation)
 		kv_add(&body, "generation", "%u", agent.generation);
@@ -1259,6 +1260,7 @@ static void agent_report_vm(const char *vm, const char *stage, const char *reaso
 	agent_log("vm %s: %s%s%.200s", vm, stage, reason ? ": " : "", reason ? reason : "");
 	if (agent.host_id <= 0)
 		return;
+	kv_add(&body, "token", "%s", agent.token);
 	kv_add(&body, "vm", "%s", vm);
 	kv_add(&body, "vm-stage", "%s", stage);
 	if (reason)

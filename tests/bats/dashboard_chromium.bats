@@ -219,7 +219,8 @@ png_check() {
 	for beat in "vm=host3-vm1\nvm-stage=vm-booting" "vm=host3-vm2\nvm-stage=vm-booting" \
 		"vm=host3-vm1\nvm-stage=vm-up" \
 		"vm=host3-vm2\nvm-stage=failed\nreason=the BIOS found no bootable disk; console ends: No bootable device."; do
-		printf "$beat\n" | in_ns seed curl -sf --data-binary @- "$SEED_URL/api/v1/hosts/3/heartbeat" \
+		printf "token=%s\n$beat\n" "$(cat "$STATE/boot-token")" |
+			in_ns seed curl -sf --data-binary @- "$SEED_URL/api/v1/hosts/3/heartbeat" \
 			>/dev/null || fail "the seed refused the heartbeat '$beat'"
 	done
 

@@ -173,9 +173,23 @@ memory=1024" "$SEED_URL/api/v1/hosts"
 	assert_output --partial "key=value"
 	run in_ns seed curl -s -o /dev/null -w '%{http_code}' -X DELETE "$SEED_URL/api/v1/hosts"
 	assert_output 405
-	run in_ns seed curl -s -o /dev/null -w '%{http_code}' --data-binary "stage=ready" \
-		"$SEED_URL/api/v1/hosts/42/heartbeat"
+	run in_ns seed curl -s -o /dev/null -w '%{http_code}' --data-binary "token=$(cat "$STATE/boot-token")
+stage=ready" "$SEED_URL/api/v1/hosts/42/heartbeat"
 	assert_output 404
+	# A heartbeat speaks for a host only with the boot token.
+	run in_ns seed curl -sf --data-binary "token=$(cat "$STATE/boot-token")
+$body" "$SEED_URL/api/v1/hosts"
+	assert_output --partial "host-id=1"
+	run in_ns seed curl -s -w ' %{http_code}' --data-binary "stage=failed
+reason=spoofed" "$SEED_URL/api/v1/hosts/1/heartbeat"
+	assert_output --partial "boot token"
+	assert_output --regexp ' 403$'
+	run in_ns seed curl -s -o /dev/null -w '%{http_code}' --data-binary "token=wrong
+vm=host1-vm1
+vm-stage=failed" "$SEED_URL/api/v1/hosts/1/heartbeat"
+	assert_output 403
+	assert_equal "$(host_field 1 stage)" registered
+	assert_equal "$(host_field 1 vms)" "[]"
 	run in_ns seed curl -s -o /dev/null -w '%{http_code}' "$SEED_URL/api/v1/hosts/abc/log"
 	assert_output 404
 	# An agent with the wrong token says so on its console and keeps trying.
@@ -186,8 +200,8 @@ memory=1024" "$SEED_URL/api/v1/hosts"
 		2>"$BATS_TEST_TMPDIR/h1.log" 3>&- &
 	track_pid $!
 	wait_file_match "$BATS_TEST_TMPDIR/h1.log" "registration refused: HTTP 403" 20
-	# The seed keeps serving.
-	api /api/v1/hosts | grep -q '"hosts":\[\]' || fail "a refused host was registered"
+	# The seed keeps serving; the agent with the wrong token was not registered.
+	[[ -z $(host_field 2 mac) ]] || fail "a refused host was registered"
 	stop_seed
 }
 

@@ -158,7 +158,7 @@ static void test_kv_parse(void **state)
 	assert_true(kv_parse(many, strlen(many), kv, 4) < 0);
 }
 
-/* Runs one heartbeat with extra lines. */
+/* Runs one heartbeat with extra lines (and the boot token, unless they start with "!"). */
 static int beat(struct coord *c, int id, const char *body_in, uint64_t now)
 {
 	char body[512], err[160];
@@ -166,7 +166,10 @@ static int beat(struct coord *c, int id, const char *body_in, uint64_t now)
 	struct strbuf reply = { 0 };
 	int n, rc;
 
-	snprintf(body, sizeof body, "%s", body_in);
+	if (body_in[0] == '!')
+		snprintf(body, sizeof body, "%s", body_in + 1);
+	else
+		snprintf(body, sizeof body, "token=secret\n%s", body_in);
 	n = kv_parse(body, strlen(body), kv, KV_MAX);
 	assert_true(n >= 0);
 	rc = coord_heartbeat(c, id, kv, n, now, (int64_t)now, &reply, err, sizeof err);
@@ -217,8 +220,14 @@ static void test_stages_and_vms(void **state)
 	assert_int_equal(beat(&coord_a, 1, "vm=vm1\nvm-stage=vm-up", 6500), 0);
 	assert_int_equal(beat(&coord_a, 1, "vm=vm2\nvm-stage=failed\nreason=no bootloader", 7000), 0);
 	assert_int_equal(beat(&coord_a, 1, "vm=vm3", 7000), -EINVAL);
+	/* Without the boot token, or with another, nobody speaks for the host. */
+	assert_int_equal(beat(&coord_a, 1, "!stage=failed\nreason=spoofed", 7500), -EACCES);
+	assert_int_equal(beat(&coord_a, 1, "!token=guess\nvm=vm1\nvm-stage=failed", 7500), -EACCES);
+	assert_int_equal(beat(&coord_a, 1, "!token=\nstage=failed", 7500), -EACCES);
 	h = coord_host(&coord_a, 1);
 	assert_string_equal(h->stage, "ready");
+	assert_string_equal(h->vms[0].stage, "vm-up");
+	assert_int_equal(h->seen_ms, 7000);
 	assert_int_equal(h->nstages, 3);	/* registered, relay-ready, ready */
 	assert_int_equal(h->stages[1].at_ms, 2000);
 	assert_int_equal(h->nvms, 2);
@@ -294,7 +303,7 @@ static void beat_reply(struct coord *c, int id, const char *body_in, uint64_t no
 	struct strbuf reply = { 0 };
 	int n;
 
-	snprintf(body, sizeof body, "%s", body_in);
+	snprintf(body, sizeof body, "token=secret\n%s", body_in);
 	n = kv_parse(body, strlen(body), kv, KV_MAX);
 	assert_true(n >= 0);
 	assert_int_equal(coord_heartbeat(c, id, kv, n, now, (int64_t)now, &reply, err, sizeof err), 0);
