@@ -19,6 +19,8 @@
 #define REIMAGE_STATE_DIR "/var/lib/virtman"
 #define REIMAGE_HOSTS_MAX 1024
 #define REIMAGE_POLL_US 500000
+#define REIMAGE_LOST_GRACE_S 60.0	/* a host lost meanwhile may come back: a busy host that
+					 * missed heartbeats registers again */
 
 static const char reimage_usage[] =
 	"usage: virtman reimage --image FILE [--reboot] [--vm-marker TEXT] [--seed URL]\n"
@@ -66,6 +68,7 @@ struct reimage_seen {
 	int live;
 	bool done;
 	bool counted;			/* live when the switch happened: waited for */
+	double lost_at;			/* when it was seen lost, 0 while live */
 };
 
 static double reimage_now(void)
@@ -237,10 +240,12 @@ static int reimage_follow(const char *seed, unsigned gen, bool reboot, double t0
 					      (reimage_running(h->stage) &&
 					       h->up + h->failed >= (int)vms)))
 				s->done = true;
-			else if (!h->live && !reboot)
+			else if (!h->live && !reboot && s->lost_at &&
+				 reimage_now() - s->lost_at > REIMAGE_LOST_GRACE_S)
 				s->done = true;	/* lost: counted in the summary */
 			else
 				waiting++;
+			s->lost_at = h->live ? 0 : s->lost_at ? s->lost_at : reimage_now();
 		}
 		first = false;
 		if (rc == 0 && waiting == 0 && nseen > 0)

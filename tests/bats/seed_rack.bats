@@ -301,6 +301,37 @@ assert t["generation"] == 2, t'
 	stop_seed
 }
 
+@test "rack: a host silent for a while during a reimage is waited for and comes back on the new image" {
+	start_rack_seed
+	for n in 1 2; do
+		start_host "$n"
+		wait_hosts_ready "$n"
+	done
+	local img2="$BATS_TEST_TMPDIR/rack2.img"
+	make_image "$img2" $((4 * 1024 * 1024))
+	# Host 2's agent stops (as a host stalls under load) just as the reimage starts: live at
+	# the switch, lost three heartbeats later.
+	kill -STOP "$H2_PID"
+	reimage --image "$img2" --timeout 120 >"$BATS_TEST_TMPDIR/reimage.out" 2>&1 &
+	local rpid=$! deadline=$((SECONDS + 60))
+	until [[ $(host_field 2 stage) == lost && $(host_field 1 generation) == 2 &&
+		$(host_field 1 stage) == ready ]]; do
+		((SECONDS < deadline)) || { kill -CONT "$H2_PID"; fail "host 2 not lost, or host 1 not reimaged"; }
+		sleep "$POLL_INTERVAL"
+	done
+	# The reimage is still waiting for host 2...
+	pid_alive "$rpid" || { kill -CONT "$H2_PID"; cat "$BATS_TEST_TMPDIR/reimage.out" >&2; fail "reimage gave up on the lost host at once"; }
+	# ...then it wakes, registers again, and the reimage sees it through.
+	kill -CONT "$H2_PID"
+	wait "$rpid" || { cat "$BATS_TEST_TMPDIR/reimage.out" >&2; fail "reimage failed"; }
+	run cat "$BATS_TEST_TMPDIR/reimage.out"
+	assert_output --partial "2 hosts ready, 0 failed, 0 lost, 0 not done"
+	assert_output --regexp "host 2 +10\.213\.1\.12 +generation [12] +lost"
+	assert_equal "$(host_field 2 generation)" 2
+	assert_equal "$(host_field 2 stage)" ready
+	stop_seed
+}
+
 @test "rack: reimage refusals: no admin token, a wrong one, a missing image, a bad path, a bad marker" {
 	start_rack_seed
 	start_host 1

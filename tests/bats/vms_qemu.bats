@@ -35,12 +35,14 @@ setup() {
 }
 
 # start_vm_seed IMAGE ARGS...: the seed as the rack's DHCP server, with the userland.
+# Heartbeats every 10 s: an emulated host starting a nested VM can stall for 10-15 s on a
+# busy machine, and three missed beats would count it lost.
 start_vm_seed() {
 	local image=$1
 	shift
 	start_seed pxe seed --iface br0 --dhcp full --pool 10.213.1.100-10.213.1.150 \
 		--image "$BATS_TEST_TMPDIR/$image" --userland "$USERLAND" --kernel "$KERNEL" \
-		--initrd "$INITRD" --memory 128 --heartbeat 2 --state-dir "$STATE" "$@"
+		--initrd "$INITRD" --memory 128 --heartbeat 10 --state-dir "$STATE" "$@"
 }
 
 power_on() {
