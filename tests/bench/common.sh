@@ -6,6 +6,8 @@
 #   ALL_PIDS      array of the processes it started (stopped on exit)
 #   POLL, READY_TIMEOUT   seconds between polls, seconds a node gets to listen
 #   VIRTMAN       the binary start_node runs
+#   IQN, INITIATOR_PREFIX   the target name every node serves; relays log in upstream as
+#                 iqn.2026-11.org.virtman:PREFIX<name in lower case>
 # and the associative arrays PID_OF, NS_OF, MPORT_OF that start_node fills.
 
 pid_alive() {
@@ -82,3 +84,28 @@ start_node() {
 	wait_port "$ns" "$port" "$pid" || { tail -20 "$WORK/logs/$name.log" >&2; die "$name did not start"; }
 	wait_port "$ns" "$mport" "$pid" || die "$name: no metrics listener"
 }
+
+# start_relay NAME NS PORT MPORT MANIFEST UPSTREAM_URL: fresh cache; ready when logged in upstream.
+start_relay() {
+	local name=$1 ns=$2 port=$3 mport=$4 manifest=$5 up=$6 deadline
+	rm -rf "$WORK/cache-$name"
+	start_node "$name" "$ns" "$port" "$mport" "$up" --cache "$WORK/cache-$name" \
+		--manifest "$manifest" --initiator-name "iqn.2026-11.org.virtman:$INITIATOR_PREFIX${name,,}"
+	deadline=$((SECONDS + READY_TIMEOUT))
+	until (($(metric "$name" virtman_upstream_up) >= 1)); do
+		((SECONDS < deadline)) || die "$name never logged in to $up"
+		sleep "$POLL"
+	done
+}
+
+# stop_node NAME: TERM (KILL after 15 s), and its cache goes.
+stop_node() {
+	local pid=${PID_OF[$1]} deadline=$((SECONDS + 15))
+	kill -TERM "$pid" 2>/dev/null
+	while pid_alive "$pid" && ((SECONDS < deadline)); do sleep "$POLL"; done
+	pid_alive "$pid" && { echo "$(basename "$0"): $1 ignored SIGTERM; killed" >&2; kill -KILL "$pid"; }
+	wait "$pid" 2>/dev/null
+	rm -rf "$WORK/cache-$1"
+}
+
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }

@@ -47,6 +47,7 @@ CHAIN_REPEATS="${CHAIN_REPEATS:-2}"
 RTT_MODEL="${RTT_MODEL:-0.2 1 5}"
 
 IQN="iqn.2026-11.org.virtman:bench-relay"
+INITIATOR_PREFIX=bench-
 READY_TIMEOUT=30
 POLL=0.05
 MiB=1048576
@@ -103,30 +104,9 @@ bytes_of() { # 64K -> 65536
 	numfmt --from=iec "$1"
 }
 
-# start_relay NAME NS PORT MPORT MANIFEST UPSTREAM_URL: fresh cache; ready when logged in upstream.
-start_relay() {
-	local name=$1 ns=$2 port=$3 mport=$4 manifest=$5 up=$6 deadline
-	rm -rf "$WORK/cache-$name"
-	start_node "$name" "$ns" "$port" "$mport" "$up" --cache "$WORK/cache-$name" \
-		--manifest "$manifest" --initiator-name "iqn.2026-11.org.virtman:bench-${name,,}"
-	deadline=$((SECONDS + READY_TIMEOUT))
-	until (($(metric "$name" virtman_upstream_up) >= 1)); do
-		((SECONDS < deadline)) || die "$name never logged in to $up"
-		sleep "$POLL"
-	done
-}
-
-stop_node() {
-	local pid=${PID_OF[$1]} deadline=$((SECONDS + 15))
-	kill -TERM "$pid" 2>/dev/null
-	while pid_alive "$pid" && ((SECONDS < deadline)); do sleep "$POLL"; done
-	pid_alive "$pid" && { echo "relay.sh: $1 ignored SIGTERM; killed" >&2; kill -KILL "$pid"; }
-	wait "$pid" 2>/dev/null
-	rm -rf "$WORK/cache-$1"
-}
-
 # ------------------------------------------------------------------------------- readers
 # Each prints the elapsed seconds; a failed read ends the benchmark.
+
 read_full() { # read_full NS URL: qemu-img reads the whole LUN into a null target
 	local t0=$EPOCHREALTIME
 	nsx "$1" qemu-img convert -n -f raw "$2" --target-image-opts "driver=null-co,size=$SIZE" \
@@ -346,7 +326,6 @@ chain_cpu() { # "a/b/c" CPU seconds of R1..R<DEPTH> since they started
 	echo "$out"
 }
 
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
 # ---------------------------------------------------------------------------------- start
 if [[ -n $WAIT_QUIET ]]; then

@@ -66,6 +66,7 @@ BOOT_TIMEOUT="${BOOT_TIMEOUT:-900}"
 WAIT_QUIET="${WAIT_QUIET:-}"
 
 IQN="iqn.2026-11.org.virtman:bench-vmboot"
+INITIATOR_PREFIX=bench-vmboot-
 READY_TIMEOUT=30
 POLL=0.05
 BOOT_POLL=0.1
@@ -132,30 +133,11 @@ median() { # of the numbers on stdin ("-" ignored); "-" when none
 secs() { # secs TICKS
 	awk -v t="$1" -v hz="$CLK_TCK" 'BEGIN { printf "%.1f", t / hz }'
 }
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
-# start_relay I: Ri in namespace n<i> with a fresh cache, one upstream (R<i-1> or the root);
-# ready when logged in upstream.
-start_relay() {
-	local i=$1 name="R$1" deadline
-	rm -rf "$WORK/cache-$name"
-	start_node "$name" "$NSP-n$i" 3260 $((9100 + i)) "iscsi://$NET.$i.1:3260/$IQN/0" \
-		--cache "$WORK/cache-$name" --manifest "$WORK/image.manifest" \
-		--initiator-name "iqn.2026-11.org.virtman:bench-vmboot-r$i"
-	deadline=$((SECONDS + READY_TIMEOUT))
-	until (($(metric "$name" virtman_upstream_up) >= 1)); do
-		((SECONDS < deadline)) || die "$name never logged in to its upstream"
-		sleep "$POLL"
-	done
-}
-
-stop_node() {
-	local pid=${PID_OF[$1]} deadline=$((SECONDS + 15))
-	kill -TERM "$pid" 2>/dev/null
-	while pid_alive "$pid" && ((SECONDS < deadline)); do sleep "$POLL"; done
-	pid_alive "$pid" && { echo "vmboot.sh: $1 ignored SIGTERM; killed" >&2; kill -KILL "$pid"; }
-	wait "$pid" 2>/dev/null
-	rm -rf "$WORK/cache-$1"
+# chain_relay I: Ri in namespace n<i> with a fresh cache, one upstream (R<i-1> or the root).
+chain_relay() {
+	start_relay "R$1" "$NSP-n$1" 3260 $((9100 + $1)) "$WORK/image.manifest" \
+		"iscsi://$NET.$1.1:3260/$IQN/0"
 }
 
 # ------------------------------------------------------------------------------ topology
@@ -416,7 +398,7 @@ run_direct() {
 # run_chain D ROUND: fresh relays R1..RD (empty caches); a cold boot, then a warm one.
 run_chain() {
 	local d=$1 rep=$2 i temp name cpu up sv vf
-	for ((i = 1; i <= d; i++)); do start_relay "$i"; done
+	for ((i = 1; i <= d; i++)); do chain_relay "$i"; done
 	for temp in cold warm; do
 		name="d$d-$temp-$rep"
 		snap0 "$d"
